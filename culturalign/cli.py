@@ -1,0 +1,105 @@
+"""The command line: a table of typed functions whose signatures ARE the options (jsonargparse).
+
+    culturalign fit --optimizer DE            culturalign survey --json
+    culturalign evaluate checkpoints/de-sau   culturalign generate --prompt "Who are you?"
+    culturalign bench --json                  culturalign targets
+
+Shorthands: `--model X`, `--target X`, `--survey X`, `--data X` stand for `--model.name X`,
+`--target.country X`, `--survey.name X`, `--data.name X` (a group cannot take a bare value in
+jsonargparse, and these are the forms users type).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from culturalign.errors import CulturalignError
+
+SHORTHANDS = {"--model": "name", "--target": "country", "--survey": "name", "--data": "name"}
+
+
+def commands() -> dict[str, Callable[..., Any]]:
+    """Verb -> function. Imported lazily so `--help` stays fast."""
+    from culturalign.commands.bench import bench
+    from culturalign.commands.evaluate import evaluate
+    from culturalign.commands.fit import fit
+    from culturalign.commands.generate import generate
+    from culturalign.commands.survey import survey
+    from culturalign.commands.targets import targets
+
+    return {"fit": fit, "survey": survey, "evaluate": evaluate, "generate": generate, "bench": bench, "targets": targets}
+
+
+def expand_shorthands(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, value = arg.partition("=")
+        if arg == "--json":  # a flag users expect; jsonargparse booleans take a value
+            out.append("--json_output=true")
+        elif key in SHORTHANDS:
+            field = SHORTHANDS[key]
+            if eq:
+                out.append(f"{key}.{field}={value}")
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                out += [f"{key}.{field}", argv[i + 1]]
+                i += 1
+            else:
+                out.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def build_parser() -> Any:
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    from culturalign import __version__
+    from culturalign.optimizers.base import discover
+
+    # Field docstrings of the argument dataclasses become --help text.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    # Load every optimizer before parsing so `--optimizer NAME` resolves plugins' short class names.
+    discover()
+    parser = ArgumentParser(prog="culturalign", description="Align a frozen LLM with a culture through a soft prompt.",
+                            version=__version__)
+    sub = parser.add_subcommands(dest="command")
+    for name, fn in commands().items():
+        p = ArgumentParser(description=(fn.__doc__ or "").strip().splitlines()[0])
+        p.add_argument("--config", action=ActionConfigFile, help="YAML config file (see configs/).")
+        p.add_function_arguments(fn, fail_untyped=False, as_group=False)
+        sub.add_subcommand(name, p, help=(fn.__doc__ or "").strip().splitlines()[0])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: exit code 0 on success, 2 with a one-line message on bad input."""
+    run(argv)
+
+
+def run(argv: list[str] | None = None) -> Any:
+    """Run one command and return its result (tests call this)."""
+    argv = expand_shorthands(list(sys.argv[1:] if argv is None else argv))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        parser = build_parser()
+        cfg = parser.parse_args(argv)
+        name = cfg.command
+        fn = commands()[name]
+        from culturalign.commands import fit as fit_module
+
+        fit_module.CURRENT_CONFIG_YAML = parser.dump(cfg, skip_check=True)
+        init = parser.instantiate_classes(cfg)
+        kwargs = {k: v for k, v in vars(init[name]).items() if k != "config"}
+        return fn(**kwargs)
+    except CulturalignError as err:
+        print(f"culturalign: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`culturalign survey`: administer the survey to a backbone, with or without a soft prompt."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from culturalign.checkpoint.format import load_prompt
+from culturalign.commands.common import ModelArgs, SurveyArgs, TargetArgs, backbone_record, build_fitness, target_record
+from culturalign.fit.run import format_table, result_summary
+from culturalign.survey.fitness import Answering
+from culturalign.survey.scoring import Scoring
+
+
+def survey(
+    model: ModelArgs = ModelArgs(),
+    survey: SurveyArgs = SurveyArgs(heldout=[]),
+    target: TargetArgs = TargetArgs(),
+    scoring: Scoring = Scoring(),
+    answering: Answering = Answering(),
+    ckpt: str | None = None,
+    json_output: bool = False,
+    plot: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Administer the VSM13 survey and compare the six dimensions with a country's scores.
+
+    Args:
+        model: Frozen backbone.
+        survey: Survey wording(s) to ask.
+        target: Country to compare with.
+        scoring: Loss kind and constants.
+        answering: How the model answers.
+        ckpt: Run directory with a soft prompt (default: no soft prompt).
+        json_output: Print one JSON object instead of tables (also `--json`).
+        plot: Write model-vs-target bars per dimension to this PNG.
+        force: Accept a checkpoint trained on another backbone id.
+    """
+    backbone = model.load()
+    tgt = target.resolve()
+    prompt = load_prompt(ckpt, backbone, force)[0] if ckpt else None
+    fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
+    result = fitness(prompt)
+    summary = result_summary(fitness, result)
+    items = fitness.survey.items
+    out = {
+        "model": backbone_record(backbone),
+        "ckpt": ckpt,
+        "dimensions": summary["dimensions"],
+        "target": target_record(tgt),
+        "error": summary["error"],
+        "loss": summary["loss"],
+        "loss_kind": scoring.loss,
+        "constants": fitness.constants,
+        "answers": {str(it.id): round(float(result.answers[0, 0, j]), 4) for j, it in enumerate(items)},
+        "distributions": {str(it.id): [round(float(p), 4) for p in result.distributions[0, 0, j]]
+                          for j, it in enumerate(items)},
+        "invalid_answers": summary["invalid_answers"],
+        **{k: v for k, v in fitness.describe().items() if k in ("survey", "answering")},
+    }
+    if plot:
+        from culturalign.plots import dimension_bars
+
+        dims = fitness.survey.dimensions
+        label = "soft prompt" if ckpt else "no prompt"
+        dimension_bars(dims, {label: [summary["dimensions"][d] for d in dims]}, tgt.scores, plot,
+                       title=f"{backbone.model_id} vs {tgt.name} ({scoring.loss.upper()} {summary['loss']:.1f})")
+    if json_output:
+        print(json.dumps(out, indent=2))
+        return out
+    print(f"model: {backbone.model_id} | target: {tgt.name} ({tgt.source}) | constants: {fitness.constants} | loss: {scoring.loss}")
+    print("| item | expected answer | P(1..K) |")
+    print("|---|---|---|")
+    for j, it in enumerate(items):
+        probs = " ".join(f"{p:.2f}" for p in result.distributions[0, 0, j])
+        print(f"| {it.id} | {float(result.answers[0, 0, j]):.2f} | {probs} |")
+    print()
+    print(format_table({"ckpt" if ckpt else "no prompt": summary}, fitness.survey.dimensions, tgt.scores, scoring.loss))
+    return out

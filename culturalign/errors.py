@@ -1,0 +1,2 @@
+class CulturalignError(Exception):
+    """A user-facing error: one line that names the bad value and the fix."""

@@ -1,0 +1,220 @@
+"""The black-box loop shared by DE and every plugin: ask, score, tell, checkpoint, repeat.
+
+Not a Lightning Trainer (a loop without an optimizer step never advances `global_step`), but
+Lightning Fabric for processes and loggers: rank 0 asks, the population is broadcast, every rank
+scores whole micro-batches of it with the shared fitness, losses are all-gathered, rank 0 tells
+and checkpoints. Micro-batch boundaries are the same for any number of ranks, so 1 and N
+processes give bit-identical losses, and so identical runs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt, write_json
+from culturalign.errors import CulturalignError
+from culturalign.fit.run import FitContext, format_table, result_summary
+from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
+from culturalign.optimizers.space import Projection, Search
+from culturalign.plots import convergence, dimension_bars
+
+HISTORY_COLUMNS = ("generation", "evaluations", "best_loss", "mean_loss", "min_loss", "seconds")
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM finish the generation in flight, save, and exit cleanly; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this generation, saving, then stopping "
+              "(Ctrl-C again to abort; the last checkpoint stays valid)", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Any = None) -> np.ndarray:
+    """Losses of N prompts, split over ranks by whole micro-batches (same boundaries on any world size)."""
+    N = prompts.shape[0]
+    per = max(1, ctx.fitness.answering.max_batch_rows // ctx.fitness.num_rows)
+    chunks = [(a, min(N, a + per)) for a in range(0, N, per)]
+    world = 1 if fabric is None else fabric.world_size
+    rank = 0 if fabric is None else fabric.global_rank
+    mine = chunks[rank::world]
+    slots = -(-len(chunks) // world) * per  # equal shapes for all_gather: pad with NaN
+    out = torch.full((slots,), float("nan"), dtype=torch.float64)
+    pos = 0
+    for a, b in mine:
+        out[pos:pos + b - a] = ctx.fitness(prompts[a:b]).losses.cpu()
+        pos += per
+    if world == 1:
+        gathered = out.unsqueeze(0)
+    else:
+        gathered = fabric.all_gather(out).cpu().view(world, slots)
+    losses = np.full(N, np.nan)
+    for r in range(world):
+        pos = 0
+        for a, b in chunks[r::world]:
+            losses[a:b] = gathered[r, pos:pos + b - a].numpy()
+            pos += per
+    return losses
+
+
+def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, fabric: Any = None) -> dict[str, Any]:
+    """Run (or resume) a black-box fit; returns the final summary written to meta.json."""
+    is_main = fabric is None or fabric.global_rank == 0
+    emb_std = float(ctx.backbone.model.get_input_embeddings().weight.float().std())
+    projection = Projection(search, ctx.v0, emb_std, ctx.seed)
+    optimizer.setup(SearchSetup(dim=projection.dim, budget=search.budget, sigma=search.sigma, seed=ctx.seed))
+
+    baseline = ctx.fitness(None)
+    init = ctx.fitness(ctx.v0)
+    history: list[list[float]] = []
+    best_loss, best_prompt = float(init.losses[0]), ctx.v0.clone()
+    evaluations, elapsed_before = 0, 0.0
+
+    resumed = load_last(ctx.run_dir) if ctx.resume in ("auto", True) else None
+    if resumed is not None:
+        prompt, meta, state = resumed
+        if meta.get("optimizer", {}).get("name") != optimizer.name:
+            raise CulturalignError(
+                f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
+                "pass another --run.name or --run.resume false"
+            )
+        optimizer.load_state(state["optimizer"])
+        history = state["history"].tolist()
+        best_prompt, best_loss = prompt, float(meta["best_loss"])
+        evaluations, elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
+        if is_main:
+            print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, best loss {best_loss:.3f})")
+
+    meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init": result_summary(ctx.fitness, init),
+                 "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget}}
+    if is_main:
+        (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)
+        if resumed is None:
+            save_prompt(ctx.run_dir, best_prompt, {**meta_base, "step": 0, "best_loss": best_loss, "evaluations": 0},
+                        ctx.backbone.model.config)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=search.budget, initial=evaluations, desc=optimizer.name, unit="eval", disable=not is_main,
+               dynamic_ncols=True)
+    started = time.time()
+    stop_reason = "budget"
+    with _StopFlag() as stop:
+        while evaluations < search.budget:
+            if search.max_time is not None and elapsed_before + time.time() - started >= search.max_time:
+                stop_reason = "max_time"
+                break
+            if search.target_loss is not None and best_loss <= search.target_loss:
+                stop_reason = "target_loss"
+                break
+            if stop.signal is not None:
+                stop_reason = "interrupted"
+                break
+            z = optimizer.ask() if is_main else None
+            if fabric is not None and fabric.world_size > 1:
+                z = fabric.broadcast(z, src=0)
+            prompts = projection.to_prompts(z)
+            losses = score_population(ctx, prompts, fabric)
+            if not np.isfinite(losses).all():
+                raise CulturalignError("fitness returned NaN for some candidates; this is a bug, please report it")
+            evaluations += len(losses)
+            i = int(np.argmin(losses))
+            if losses[i] < best_loss:
+                best_loss, best_prompt = float(losses[i]), prompts[i].clone()
+            seconds = elapsed_before + time.time() - started
+            history.append([len(history) + 1, evaluations, best_loss, float(losses.mean()), float(losses[i]), seconds])
+            if is_main:
+                optimizer.tell(z, losses)
+                meta = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": best_loss,
+                        "seconds": seconds, "optimizer": ctx.meta["optimizer"]}
+                if losses[i] <= best_loss:
+                    save_prompt(ctx.run_dir, best_prompt, meta, ctx.backbone.model.config)
+                save_last(ctx.run_dir, best_prompt, meta,
+                          {"optimizer": optimizer.state_bytes(), "history": torch.tensor(history, dtype=torch.float64)},
+                          ctx.backbone.model.config)
+                if fabric is not None:
+                    fabric.log_dict({"best_loss": best_loss, "mean_loss": float(losses.mean()),
+                                     "evals_per_s": evaluations / max(seconds, 1e-9)}, step=len(history))
+                bar.update(len(losses))
+                bar.set_postfix(gen=len(history), best=f"{best_loss:.2f}", mean=f"{losses.mean():.2f}",
+                                evals_s=f"{len(losses) / max(1e-9, history[-1][5] - (history[-2][5] if len(history) > 1 else elapsed_before)):.2f}")
+    bar.close()
+    if stop_reason == "budget" and evaluations >= search.budget and resumed is not None and not history:
+        stop_reason = "already complete"
+    summary = {}
+    if is_main:
+        summary = _finish(ctx, best_prompt, meta_base, baseline, init, history, evaluations, stop_reason)
+    if stop_reason == "interrupted":
+        raise SystemExit(130 if stop.signal == signal.SIGINT else 0)
+    return summary
+
+
+def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any], baseline: Any, init: Any,
+            history: list[list[float]], evaluations: int, stop_reason: str) -> dict[str, Any]:
+    """Final report: rescore the best prompt, write meta.json, table, plots."""
+    best = ctx.fitness(best_prompt)
+    rows = {"no prompt": result_summary(ctx.fitness, baseline), "init prompt": result_summary(ctx.fitness, init),
+            "best": result_summary(ctx.fitness, best)}
+    for name, fit in ctx.heldout.items():
+        rows[f"best on held-out {name}"] = result_summary(fit, fit(best_prompt))
+        rows[f"no prompt on held-out {name}"] = result_summary(fit, fit(None))
+    dims = ctx.fitness.survey.dimensions
+    table = format_table(rows, dims, ctx.fitness.target, ctx.fitness.scoring.loss)
+    seconds = history[-1][5] if history else 0.0
+    summary = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": rows["best"]["loss"],
+               "best": rows["best"], "heldout": {k: v for k, v in rows.items() if "held-out" in k},
+               "seconds": seconds, "stop_reason": stop_reason}
+    save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
+    (ctx.run_dir / "report.md").write_text(table + "\n")
+    with open(ctx.run_dir / "history.csv", "w") as f:
+        f.write(",".join(HISTORY_COLUMNS) + "\n")
+        for h in history:
+            f.write(",".join(f"{v:.6g}" for v in h) + "\n")
+    if history:
+        convergence({ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
+                    ctx.run_dir / "convergence.png", baselines={"no prompt": rows["no prompt"]["loss"]},
+                    title=f"{ctx.meta['optimizer']['name']} on {ctx.meta['backbone']['model_id']}")
+    dimension_bars(dims, {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k},
+                   ctx.fitness.target, ctx.run_dir / "dimensions.png", title=f"target: {ctx.meta['target']['name']}")
+    print(table)
+    print(json.dumps({"run_dir": str(ctx.run_dir), "best_loss": rows["best"]["loss"],
+                      "no_prompt_loss": rows["no prompt"]["loss"], "evaluations": evaluations,
+                      "seconds": round(seconds, 1), "stop_reason": stop_reason}))
+    return summary
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    lines = path.read_text().strip().splitlines()
+    head = lines[0].split(",")
+    return [dict(zip(head, map(float, ln.split(",")))) for ln in lines[1:]]
+
+
+__all__ = ["run_blackbox", "score_population", "read_history", "write_json"]

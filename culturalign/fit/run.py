@@ -1,0 +1,96 @@
+"""What every fit path shares: the run folder, resume policy, the context handed to a loop."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from culturalign.checkpoint.format import LAST, sanitise_run_name
+from culturalign.errors import CulturalignError
+from culturalign.model.backbone import Backbone
+from culturalign.survey.fitness import SurveyFitness
+
+MIN_FREE_BYTES = 64 << 20
+
+
+@dataclass
+class RunArgs:
+    """Where a run is written and whether it continues an earlier one."""
+
+    name: str | None = None
+    """Folder name under `root` (default: <optimizer>-<target>, e.g. de-sau)."""
+    root: str = "checkpoints"
+    """Output root; each run is one folder inside it."""
+    seed: int = 0
+    """Seeds the init prompt, the optimizer and the data folds."""
+    resume: bool | Literal["auto"] = "auto"
+    """auto: continue from <run>/last if it exists; true: require it; false: start over (earlier files are replaced)."""
+
+
+@dataclass
+class FitContext:
+    """Everything a fit loop needs; built once by `culturalign fit`."""
+
+    backbone: Backbone
+    fitness: SurveyFitness
+    v0: torch.Tensor
+    run_dir: Path
+    meta: dict[str, Any]
+    config_yaml: str
+    seed: int
+    resume: bool | Literal["auto"]
+    heldout: dict[str, SurveyFitness] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+
+def prepare_run_dir(run: RunArgs, default_name: str) -> Path:
+    """Create (or reuse) the run folder, refusing early if it cannot be written."""
+    name = sanitise_run_name(run.name or default_name)
+    root = Path(run.root).expanduser()
+    run_dir = root / name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise CulturalignError(
+            f"cannot write to {run_dir} ({err.strerror}); pass --run.root with a writable folder"
+        ) from err
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise CulturalignError(f"only {free >> 20} MiB free at {run_dir}; free some space or pass --run.root elsewhere")
+    if run.resume is True and not ((run_dir / LAST).exists() or (run_dir / f"{LAST}.old").exists()):
+        raise CulturalignError(f"--run.resume true but {run_dir} has no last/ checkpoint; use --run.resume auto to start fresh")
+    if run.resume is False:
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return run_dir
+
+
+def result_summary(fitness: SurveyFitness, result: Any, i: int = 0) -> dict[str, Any]:
+    """JSON-ready survey result for candidate i: dimensions, per-dimension error, loss."""
+    dims = fitness.survey.dimensions
+    values = {d: round(float(v), 3) for d, v in zip(dims, result.indices[i])}
+    return {
+        "dimensions": values,
+        "error": {d: round(values[d] - fitness.target[d], 3) for d in dims if d in fitness.target},
+        "loss": float(result.losses[i]),
+        "wording_losses": [float(x) for x in result.wording_losses[i]],
+        "invalid_answers": int(result.invalid[i]),
+    }
+
+
+def format_table(rows: dict[str, dict[str, Any]], dims: tuple[str, ...], target: dict[str, float], loss_kind: str) -> str:
+    """A Markdown table: one row per prompt, then the target."""
+    head = "| prompt | " + " | ".join(dims) + f" | {loss_kind.upper()} loss |"
+    lines = [head, "|" + "---|" * (len(dims) + 2)]
+    for label, r in rows.items():
+        lines.append(f"| {label} | " + " | ".join(f"{r['dimensions'][d]:.1f}" for d in dims) + f" | {r['loss']:.2f} |")
+    lines.append("| target | " + " | ".join(f"{target[d]:.0f}" if d in target else "-" for d in dims) + " | |")
+    return "\n".join(lines)

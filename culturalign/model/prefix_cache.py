@@ -1,0 +1,92 @@
+"""Shared-prefix KV reuse: the one module that touches the transformers cache API.
+
+A survey asks 24 items that share `[V][chat template head]`. We prefill that prefix once per
+candidate, repeat its cache for every item, and run only the per-item suffixes. The cache API
+moves between transformers releases (`past_key_values=` -> `cache=`), so it lives here alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from culturalign.model.backbone import Backbone
+from culturalign.model.soft_prompt import position_ids_for
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def prefill(backbone: Backbone, prompts: torch.Tensor | None, prefix_ids: torch.Tensor, batch: int):
+    """Run `[V][prefix]` for `batch` rows; returns (cache, prefix_len).
+
+    Input shape: prompts (batch, T, d) or None; prefix_ids (P,).
+    """
+    from transformers import DynamicCache
+
+    dev = backbone.device
+    embeds = backbone.embed(prefix_ids.to(dev)).unsqueeze(0).expand(batch, -1, -1)
+    if prompts is not None:
+        embeds = torch.cat([prompts.to(device=dev, dtype=embeds.dtype), embeds], dim=1)
+    length = embeds.shape[1]
+    positions = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
+    cache = DynamicCache(config=backbone.model.config)
+    backbone.model(inputs_embeds=embeds, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+    return cache, length
+
+
+def suffix_last_logits(
+    backbone: Backbone, cache, prefix_len: int, repeats: int, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor
+) -> torch.Tensor:
+    """Expand the prefix cache `repeats` times per row and return the suffixes' last logits.
+
+    Input shape: cache of batch n; suffix_ids, suffix_mask (n * repeats, S), left-padded.
+    Output: last logits (n * repeats, vocab), row i*repeats + j = candidate i, item j; and the
+    full attention mask (n * repeats, prefix_len + S) for decoding further.
+    """
+    dev = backbone.device
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+    rows = suffix_ids.shape[0]
+    suffix_mask = suffix_mask.to(dev)
+    mask = torch.cat([torch.ones(rows, prefix_len, dtype=suffix_mask.dtype, device=dev), suffix_mask], dim=1)
+    positions = position_ids_for(mask)[:, prefix_len:]
+    out = backbone.model(input_ids=suffix_ids.to(dev), attention_mask=mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+    return out.logits[:, -1, :], mask
+
+
+def decode_more(
+    backbone: Backbone, cache, last_logits: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
+    temperature: float = 0.0, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Greedy (or sampled) continuation from a filled cache; returns (rows, max_new_tokens) ids.
+
+    Only generate mode uses this: the default logits mode never decodes.
+    """
+    eos = backbone.tokenizer.eos_token_id
+    tokens = []
+    logits = last_logits
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    for step in range(max_new_tokens):
+        if temperature > 0:
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            nxt = logits.argmax(-1)
+        if eos is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            done |= nxt == eos
+        tokens.append(nxt)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = position_ids_for(mask)[:, -1:]
+        out = backbone.model(input_ids=nxt.unsqueeze(-1), attention_mask=mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+        logits = out.logits[:, -1, :]
+    return torch.stack(tokens, dim=1)

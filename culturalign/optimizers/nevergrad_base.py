@@ -1,0 +1,50 @@
+"""Shared adapter for nevergrad optimizers: one generation = popsize asks, then popsize tells."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+
+from culturalign.checkpoint.format import safe_loads
+from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
+
+
+class NevergradOptimizer(BlackBoxOptimizer):
+    """Subclasses only say which nevergrad optimizer to build (`_build`)."""
+
+    def _build(self, parametrization: Any, budget: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, setup: SearchSetup) -> None:
+        import nevergrad as ng
+
+        param = ng.p.Array(init=np.zeros(setup.dim)).set_mutation(sigma=setup.sigma)
+        param.random_state = np.random.RandomState(setup.seed)
+        self._opt = self._build(param, setup.budget)
+        # nevergrad keeps every evaluated point in its archive (210 MB at 40k dims after 320
+        # evaluations): keep only the best few so long runs have bounded memory.
+        from nevergrad.optimization.utils import Pruning
+
+        self._opt.pruning = Pruning(min_len=self.popsize, max_len=4 * self.popsize)
+        self._pending: list[Any] = []
+
+    def ask(self) -> np.ndarray:
+        self._pending = [self._opt.ask() for _ in range(self.popsize)]
+        return np.stack([c.value for c in self._pending])
+
+    def tell(self, candidates: np.ndarray, losses: np.ndarray) -> None:
+        for cand, loss in zip(self._pending, losses):
+            self._opt.tell(cand, float(loss))
+        self._pending = []
+
+    def recommend(self) -> np.ndarray:
+        return np.asarray(self._opt.provide_recommendation().value)
+
+    def state_bytes(self) -> bytes:
+        return pickle.dumps(self._opt, protocol=4)
+
+    def load_state(self, data: bytes) -> None:
+        self._opt = safe_loads(data)
+        self._pending = []

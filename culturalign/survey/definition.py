@@ -1,0 +1,179 @@
+"""A survey framework as data: items, answer scales, how an item is rendered, and the index formulas.
+
+`vsm13` (Hofstede's VSM 2013, our own wording) ships in `frameworks/`. A user file with the same
+schema (`--survey my_wording.yaml`) replaces the wording; a file for another framework (other
+items, other formulas) needs no new code. A wording file may omit `formulas`, `scales` or
+`template` and name `framework: vsm13` to inherit them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from culturalign.errors import CulturalignError
+
+BUILTIN = ("vsm13", "vsm13_blocks")
+PLACEHOLDERS = {"question", "options", "instruction", "intro"}
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    text: str
+    scale: str
+    intro: str = ""
+    paraphrases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Survey:
+    name: str
+    framework: str
+    template: str
+    option_format: str
+    instruction: str
+    scales: dict[str, tuple[str, ...]]
+    items: tuple[Item, ...]
+    formulas: dict[str, tuple[tuple[float, int, int], ...]]
+    description: str = ""
+    source: str = ""
+    wording: str = "base"
+    origin: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_answers(self) -> int:
+        return len(next(iter(self.scales.values())))
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(self.formulas)
+
+    def render(self, item: Item, reverse: bool = False) -> str:
+        """The user message for one item; `reverse` lists the scale labels in the opposite order."""
+        labels = list(self.scales[item.scale])
+        if reverse:
+            labels = labels[::-1]
+        options = "\n".join(self.option_format.format(number=i + 1, label=lab) for i, lab in enumerate(labels))
+        return self.template.format(question=item.text, options=options, instruction=self.instruction,
+                                    intro=item.intro).strip()
+
+    def with_paraphrase(self, k: int) -> "Survey":
+        """The survey asked with paraphrase k (0-based) of every item: an alternative wording."""
+        missing = [it.id for it in self.items if len(it.paraphrases) <= k]
+        if missing:
+            raise CulturalignError(f"survey {self.name!r} has no paraphrase #{k} for items {missing}; use k < 5")
+        items = tuple(replace(it, text=it.paraphrases[k], paraphrases=()) for it in self.items)
+        return replace(self, items=items, wording=f"paraphrase{k + 1}")
+
+    def weight_matrix(self) -> torch.Tensor:
+        """(D, I): indices = W @ mean_answers + C. Each formula term w*(m_a - m_b) is one +w and one -w."""
+        W = torch.zeros(len(self.formulas), len(self.items), dtype=torch.float64)
+        pos = {it.id: j for j, it in enumerate(self.items)}
+        for d, terms in enumerate(self.formulas.values()):
+            for w, plus, minus in terms:
+                W[d, pos[plus]] += w
+                W[d, pos[minus]] -= w
+        return W
+
+
+def _fail(origin: str, msg: str) -> CulturalignError:
+    return CulturalignError(f"survey file {origin}: {msg}")
+
+
+def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    name = str(name_or_path)
+    if name in BUILTIN:
+        text = resources.files("culturalign.survey").joinpath(f"frameworks/{name}.yaml").read_text()
+        return yaml.safe_load(text), f"builtin:{name}"
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise CulturalignError(
+            f"--survey {name!r} is neither a built-in survey ({', '.join(BUILTIN)}) nor an existing file; check the path"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise _fail(str(path), f"is not valid YAML ({str(err).splitlines()[0]}); fix the syntax") from err
+    if not isinstance(data, dict):
+        raise _fail(str(path), "must be a YAML mapping with keys items, scales, formulas; see culturalign/survey/frameworks/vsm13.yaml")
+    return data, str(path)
+
+
+def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
+    """Load and validate a survey definition (built-in name or YAML path)."""
+    data, origin = _read(name_or_path)
+    framework = str(data.get("framework", data.get("name", "custom")))
+    base: dict[str, Any] = {}
+    if framework in BUILTIN and origin != f"builtin:{framework}":
+        base, _ = _read(framework)
+    merged = {**base, **{k: v for k, v in data.items() if v is not None}}
+    for key in ("items", "scales", "formulas"):
+        if key not in merged:
+            raise _fail(origin, f"missing key {key!r}; add it or set `framework: vsm13` to inherit it")
+
+    scales_raw = merged["scales"]
+    if not isinstance(scales_raw, dict) or not scales_raw:
+        raise _fail(origin, "`scales` must map a scale name to its list of answer labels")
+    scales = {str(k): tuple(str(x) for x in v) for k, v in scales_raw.items()}
+    sizes = {len(v) for v in scales.values()}
+    if len(sizes) != 1 or not 2 <= next(iter(sizes)) <= 9:
+        bad = {k: len(v) for k, v in scales.items()}
+        raise _fail(origin, f"every scale needs the same number (2..9) of labels, got {bad}; VSM13 scales have 5")
+
+    items_raw = merged["items"]
+    if not isinstance(items_raw, list):
+        raise _fail(origin, "`items` must be a list of {id, text, scale}")
+    items: list[Item] = []
+    for n, raw in enumerate(items_raw, start=1):
+        if not isinstance(raw, dict) or "id" not in raw or "text" not in raw or "scale" not in raw:
+            raise _fail(origin, f"item #{n} needs keys id, text and scale, got {raw!r:.80}")
+        if raw["scale"] not in scales:
+            raise _fail(origin, f"item {raw['id']} uses scale {raw['scale']!r}, not one of {sorted(scales)}")
+        items.append(Item(int(raw["id"]), str(raw["text"]).strip(), str(raw["scale"]), str(raw.get("intro", "")).strip(),
+                          tuple(str(p).strip() for p in raw.get("paraphrases", []) or [])))
+    ids = [it.id for it in items]
+    if ids != list(range(1, len(items) + 1)):
+        raise _fail(origin, f"item ids must be 1..{len(items)} in order, got {ids}")
+    if base and len(items) != len(base["items"]):
+        raise _fail(origin, f"has {len(items)} items but framework {framework!r} has {len(base['items'])}; give all of them")
+    base_scales = base.get("scales")
+    if base_scales and len(next(iter(base_scales.values()))) != len(next(iter(scales.values()))):
+        raise _fail(origin, f"scales must have {len(next(iter(base_scales.values())))} labels like {framework!r}")
+
+    formulas: dict[str, tuple[tuple[float, int, int], ...]] = {}
+    for dim, terms in (merged["formulas"] or {}).items():
+        try:
+            formulas[str(dim)] = tuple((float(w), int(a), int(b)) for w, a, b in terms)
+        except (TypeError, ValueError) as err:
+            raise _fail(origin, f"formula {dim} must be a list of [weight, plus_item, minus_item], got {terms!r}") from err
+        for _, a, b in formulas[str(dim)]:
+            if not (1 <= a <= len(items) and 1 <= b <= len(items)):
+                raise _fail(origin, f"formula {dim} names item {a if not 1 <= a <= len(items) else b}, outside 1..{len(items)}")
+    if not formulas:
+        raise _fail(origin, "`formulas` is empty; give at least one dimension")
+
+    template = str(merged.get("template", "{question}\n{options}\n{instruction}"))
+    unknown = set(re.findall(r"{(\w+)}", template)) - PLACEHOLDERS
+    if unknown or "{question}" not in template or "{options}" not in template:
+        raise _fail(origin, f"template must contain {{question}} and {{options}} and only {sorted(PLACEHOLDERS)}, got {template!r}")
+    return Survey(
+        name=str(merged.get("name", Path(origin).stem)),
+        framework=framework,
+        template=template,
+        option_format=str(merged.get("option_format", "{number}. {label}")),
+        instruction=str(merged.get("instruction", f"Answer with a single number from 1 to {next(iter(sizes))}.")),
+        scales=scales,
+        items=tuple(items),
+        formulas=formulas,
+        description=str(merged.get("description", "")),
+        source=str(merged.get("source", "")),
+        origin=origin,
+    )

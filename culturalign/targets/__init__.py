@@ -1,0 +1,12 @@
+"""Hofstede country scores used as alignment targets (see ``countries.csv`` for the sources)."""
+
+from culturalign.targets.table import (
+    DIMENSIONS,
+    SOURCES,
+    Target,
+    list_countries,
+    load_table,
+    resolve_target,
+)
+
+__all__ = ["DIMENSIONS", "SOURCES", "Target", "list_countries", "load_table", "resolve_target"]
