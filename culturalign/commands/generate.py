@@ -24,7 +24,7 @@ def generate_text(backbone, prompt: torch.Tensor | None, question: str, max_new_
 
 
 def generate(
-    prompt: list[str] = ["Who are you?"],  # noqa: B006 - jsonargparse reads the default
+    prompt: str | list[str] = "Who are you?",
     model: ModelArgs = ModelArgs(),
     ckpt: str | None = None,
     max_new_tokens: int = 64,
@@ -36,7 +36,7 @@ def generate(
     """Generate open-ended answers, with or without a trained soft prompt.
 
     Args:
-        prompt: Question(s) to answer (repeat --prompt for several).
+        prompt: Question, or a list of questions such as ["Who are you?", "What do you like?"].
         model: Frozen backbone.
         ckpt: Run directory with a soft prompt (default: none).
         max_new_tokens: Tokens to generate per answer.

@@ -36,8 +36,8 @@ def survey(
         plot: Write model-vs-target bars per dimension to this PNG.
         force: Accept a checkpoint trained on another backbone id.
     """
+    tgt = target.resolve()  # bad input fails before the (slow) model load
     backbone = model.load()
-    tgt = target.resolve()
     prompt = load_prompt(ckpt, backbone, force)[0] if ckpt else None
     fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
     result = fitness(prompt)
