@@ -1,8 +1,13 @@
-"""Gradient descent on the soft prompt (Lightning Trainer, AdamW); see culturalign.fit.gradient."""
+"""Gradient descent on the soft prompt (Lightning Trainer, AdamW); the loop is culturalign.fit.gradient.
+
+`--data` picks what the gradient comes from: CDEval pairs or the synthetic VSM13 set
+(cross-entropy on the option-number token, K-fold CV), or `vsm13`, the survey loss itself (the
+shared SurveyFitness with gradients; see docs/gradient.md for why it is differentiable).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from culturalign.errors import CulturalignError
 from culturalign.optimizers.base import Optimizer
@@ -14,18 +19,46 @@ class GD(Optimizer):
     Args:
         lr: Learning rate.
         epochs: Training epochs per fold.
-        batch_size: Examples per step.
-        weight_decay: AdamW weight decay on the prompt.
+        max_steps: Stop each fold after this many optimizer steps (0 = no limit; epochs still apply).
+        max_time: Stop each fold after this many seconds of training (None = no limit).
+        batch_size: Rows per step (labelled data; the survey objective asks the whole survey per step).
+        accumulate: Accumulate gradients over this many batches per optimizer step.
+        weight_decay: AdamW weight decay on the prompt (decays toward 0, not toward the init).
+        grad_clip: Clip the gradient norm to this value (0 = off).
+        norm_penalty: Add norm_penalty * mean squared token norm of the prompt.
+        init_penalty: Add init_penalty * mean squared per-token distance to the init prompt.
+        wording_dropout: Survey objective: drop each training wording from a step with this probability.
+        precision: auto (bf16 autocast for an fp32 LM on bf16 hardware, else 32-true), 32-true, bf16-mixed.
     """
 
     name = "GD"
 
-    def __init__(self, lr: float = 0.01, epochs: int = 3, batch_size: int = 8, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float = 0.01, epochs: int = 3, max_steps: int = 0, max_time: float | None = None,
+                 batch_size: int = 8, accumulate: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
+                 norm_penalty: float = 0.0, init_penalty: float = 0.0, wording_dropout: float = 0.0,
+                 precision: Literal["auto", "32-true", "bf16-mixed"] = "auto") -> None:
         if not lr > 0:
             raise CulturalignError(f"optimizer.lr={lr} must be > 0; try 0.01")
-        if epochs < 1 or batch_size < 1:
-            raise CulturalignError(f"optimizer.epochs={epochs} and optimizer.batch_size={batch_size} must be >= 1")
-        self.lr, self.epochs, self.batch_size, self.weight_decay = lr, epochs, batch_size, weight_decay
+        if epochs < 1 or batch_size < 1 or accumulate < 1:
+            raise CulturalignError(f"optimizer.epochs={epochs}, optimizer.batch_size={batch_size} and "
+                                   f"optimizer.accumulate={accumulate} must be >= 1")
+        if max_steps < 0 or (max_time is not None and max_time <= 0):
+            raise CulturalignError(f"optimizer.max_steps={max_steps} must be >= 0 and optimizer.max_time={max_time} > 0")
+        if min(weight_decay, grad_clip, norm_penalty, init_penalty) < 0:
+            raise CulturalignError("optimizer.weight_decay, grad_clip, norm_penalty and init_penalty must be >= 0")
+        if not 0 <= wording_dropout < 1:
+            raise CulturalignError(f"optimizer.wording_dropout={wording_dropout} must be in [0, 1); try 0.3")
+        if precision not in ("auto", "32-true", "bf16-mixed"):
+            raise CulturalignError(f"optimizer.precision={precision!r} is unknown; use auto, 32-true or bf16-mixed")
+        self.lr, self.epochs, self.max_steps, self.max_time = lr, epochs, max_steps, max_time
+        self.batch_size, self.accumulate, self.weight_decay, self.grad_clip = batch_size, accumulate, weight_decay, grad_clip
+        self.norm_penalty, self.init_penalty, self.wording_dropout = norm_penalty, init_penalty, wording_dropout
+        self.precision = precision
 
-    def run(self, ctx: Any, **groups: Any) -> dict[str, Any]:
-        raise CulturalignError("GD training is not available in this build yet; use --optimizer DE")
+    def run(self, ctx: Any, launch: Any = None, data: Any = None, cv: Any = None, sweep: Any = None,
+            **groups: Any) -> dict[str, Any]:
+        from culturalign.commands.fit import LaunchArgs
+        from culturalign.data.registry import DataArgs
+        from culturalign.fit.gradient import CVArgs, SweepArgs, run_gradient
+
+        return run_gradient(ctx, self, data or DataArgs(), cv or CVArgs(), sweep or SweepArgs(), launch or LaunchArgs())

@@ -1,0 +1,124 @@
+"""CDEval (Wang et al. 2024): binary questions per Hofstede dimension, as counterbalanced examples.
+
+Rows are {Dimension, Domain, Question, Option 1, Option 2}; Option 1 is always the high pole
+(high PDI, individualism, masculinity, high UAI, long-term orientation, indulgence). Loaded from
+the Hugging Face dataset `Rykeryuhang/CDEval` when `datasets` is installed and the hub reachable,
+or from a local JSON/CSV (`--data.path`, or the `CULTURALIGN_CDEVAL` environment variable).
+
+Cleaning: exact duplicate questions (same dimension) are dropped, and leading list numbers
+("2. How do you ...") are stripped. Every question is asked in both option orders, so a prompt
+that always answers "1" scores 50%; the answer is the option-number token.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from culturalign.data.choice import ChoiceExample
+from culturalign.errors import CulturalignError
+
+HUB_ID = "Rykeryuhang/CDEval"
+ENV = "CULTURALIGN_CDEVAL"
+DIMENSIONS = ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR")
+COLUMNS = ("Dimension", "Domain", "Question", "Option 1", "Option 2")
+LIST_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s*")
+TEMPLATE = "{question}\n1. {first}\n2. {second}\nAnswer with a single number, 1 or 2."
+
+
+def _read_local(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise CulturalignError(f"CDEval file {path} does not exist; pass --data.path with the CDEval JSON/CSV")
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:  # JSON lines
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
+        raise CulturalignError(f"CDEval file {path} is not valid JSON, JSON lines or CSV ({err}); check the file") from err
+    if isinstance(data, dict):  # {"train": [...]} as some exports write it
+        data = next((v for v in data.values() if isinstance(v, list)), None)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise CulturalignError(f"CDEval file {path} must hold a list of objects with keys {', '.join(COLUMNS)}")
+    if not data:
+        raise CulturalignError(f"CDEval file {path} is empty (no rows); pass --data.path with the CDEval JSON/CSV")
+    return data
+
+
+def _read_hub() -> list[dict[str, Any]]:
+    try:
+        import datasets  # optional dependency
+    except ImportError:
+        raise CulturalignError(
+            f"no CDEval file given and the `datasets` package is not installed; pass --data.path /path/to/CDEval.json "
+            f"or set {ENV}, or pip install datasets to load {HUB_ID} from the hub"
+        ) from None
+    try:
+        return list(datasets.load_dataset(HUB_ID, split="train"))
+    except Exception as err:  # noqa: BLE001 - offline, auth, renamed dataset: all mean "give a file"
+        raise CulturalignError(
+            f"could not load {HUB_ID} from the hub ({type(err).__name__}); pass --data.path or set {ENV} to a local copy"
+        ) from err
+
+
+def load_rows(path: str | None = None) -> tuple[list[dict[str, str]], str]:
+    """Raw rows and where they came from: `path`, else $CULTURALIGN_CDEVAL, else the hub."""
+    path = path or os.environ.get(ENV)
+    rows = _read_local(Path(path).expanduser()) if path else _read_hub()
+    source = str(path) if path else f"hf:{HUB_ID}"
+    for n, row in enumerate(rows, start=1):
+        missing = [c for c in COLUMNS if not str(row.get(c) or "").strip()]
+        if missing:
+            raise CulturalignError(f"CDEval row {n} of {source} lacks {', '.join(missing)}: {str(row)[:100]}; fix or drop it")
+    return [{c: str(row[c]).strip() for c in COLUMNS} for row in rows], source
+
+
+def clean(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Strip leading list numbers and drop repeated (dimension, question) pairs; returns rows and counts."""
+    out, seen, stripped, dupes = [], set(), 0, 0
+    for row in rows:
+        q = LIST_NUMBER.sub("", row["Question"])
+        stripped += q != row["Question"]
+        key = (row["Dimension"].upper(), q.lower())
+        if key in seen:
+            dupes += 1
+            continue
+        seen.add(key)
+        out.append({**row, "Dimension": row["Dimension"].upper(), "Question": q})
+    return out, {"list_numbers_stripped": stripped, "duplicates_dropped": dupes}
+
+
+def preferred_high(dimension: str, prefer: Literal["high", "low", "target"], target: dict[str, float] | None) -> bool:
+    """True if the high pole (Option 1) is the answer to learn. target: the side of 50 the country is on (50 -> high)."""
+    if prefer == "high":
+        return True
+    if prefer == "low":
+        return False
+    if not target or dimension not in target:
+        raise CulturalignError(f"--data.prefer target needs the target's {dimension} score; pick --target or prefer high/low")
+    return float(target[dimension]) >= 50
+
+
+def examples(rows: list[dict[str, str]], dimension: str, high: bool) -> list[ChoiceExample]:
+    """Both option orders of every question of `dimension`; label = the preferred pole's number."""
+    dimension = dimension.upper()
+    if dimension not in DIMENSIONS:
+        raise CulturalignError(f"CDEval dimension {dimension!r} is unknown; use one of {', '.join(DIMENSIONS)}")
+    out: list[ChoiceExample] = []
+    for g, row in enumerate(r for r in rows if r["Dimension"] == dimension):
+        hi, lo = row["Option 1"], row["Option 2"]
+        for order, (first, second) in enumerate(((hi, lo), (lo, hi))):
+            label = (0 if order == 0 else 1) if high else (1 if order == 0 else 0)
+            out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second),
+                                     label, g, order, row["Domain"]))
+    if not out:
+        raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
+    return out

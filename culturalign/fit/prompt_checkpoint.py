@@ -1,0 +1,45 @@
+"""Lightning callback: keep a fold's best soft prompt in the shared checkpoint format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from culturalign.checkpoint.format import save_last, save_prompt
+
+
+class PromptCheckpoint(L.Callback):
+    """Save the prompt with the lowest `val_loss` to `fold_dir` (PEFT adapter + meta.json).
+
+    Also refreshes the run-level `last/` marker (so `--run.resume true` finds the run). The best
+    score rides in Lightning's checkpoint, so a resumed fold compares against the right value.
+    """
+
+    def __init__(self, fold_dir: Path, run_dir: Path, meta: dict[str, Any], fold: int, config: Any = None) -> None:
+        self.fold_dir, self.run_dir, self.meta, self.fold, self.config = Path(fold_dir), Path(run_dir), meta, fold, config
+        self.best = float("inf")
+        self.best_epoch = -1
+        self.best_step = 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        loss = float(trainer.callback_metrics["val_loss"])
+        if loss < self.best:
+            self.best, self.best_epoch, self.best_step = loss, trainer.current_epoch, trainer.global_step
+            meta = {**self.meta, "fold": self.fold, "epoch": trainer.current_epoch, "step": trainer.global_step,
+                    "val_loss": loss}
+            prompt = pl_module.prompt.detach().cpu()
+            if trainer.is_global_zero:  # DDP: every rank holds the same prompt; one writer
+                save_prompt(self.fold_dir, prompt, meta, self.config)
+                save_last(self.run_dir, prompt, meta, {"fold": torch.tensor([self.fold])}, self.config)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_step = int(state.get("best_step", 0))

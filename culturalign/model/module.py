@@ -1,0 +1,147 @@
+"""`SoftPromptModule`: a LightningModule whose only parameter is the soft prompt V [T, d].
+
+The frozen LM is held by reference inside a `Backbone` (a dataclass, not an nn.Module), so it is
+never registered as a submodule: Lightning checkpoints hold V and AdamW's state only (kilobytes),
+`model.train()` never switches the LM out of eval mode, and DDP wraps V alone. What the prompt is
+trained on is an *objective*:
+
+- `ChoiceObjective`: cross-entropy over the option-number tokens ("1".."K") of labelled
+  multiple-choice rows (CDEval, synthetic VSM13). The template head shared by every row is run
+  once per batch and its KV cache repeated across the rows (same code as the survey fitness).
+- `SurveyObjective`: the shared `SurveyFitness` loss with gradients (`grad=True`), averaged over
+  the training wordings, with optional dropout of wordings per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from culturalign.model.backbone import Backbone
+from culturalign.model.prefix_cache import prefill, suffix_last_logits
+from culturalign.model.soft_prompt import prompted_logits
+
+
+class ChoiceObjective:
+    """Option logits for a batch of rows. Batch: input_ids, attention_mask (B, S), labels, order (B,)."""
+
+    def __init__(self, backbone: Backbone, prefix_ids: torch.Tensor, answer_ids: list[int]) -> None:
+        self.backbone, self.prefix_ids = backbone, prefix_ids
+        self.answer_ids = torch.tensor(answer_ids, dtype=torch.long)
+        self.num_classes = len(answer_ids)
+
+    def logits(self, prompt: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K) fp32 logits of the option tokens at the answer position."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        B = ids.shape[0]
+        p = None if prompt is None else prompt.unsqueeze(0)
+        if len(self.prefix_ids):
+            cache, length = prefill(self.backbone, p, self.prefix_ids, 1)
+            last, _ = suffix_last_logits(self.backbone, cache, length, B, ids, mask)
+        else:  # no shared template head: plain forward
+            last = prompted_logits(self.backbone, None if p is None else p.expand(B, -1, -1), ids, mask)[:, -1]
+        return last.index_select(-1, self.answer_ids.to(last.device)).float()
+
+    def loss(self, prompt: torch.Tensor, batch: dict[str, torch.Tensor], stage: str, step: int) -> tuple[torch.Tensor, dict]:
+        logits = self.logits(prompt, batch)
+        return F.cross_entropy(logits, batch["labels"].to(logits.device)), {"logits": logits}
+
+
+class SurveyObjective:
+    """Mean survey loss over wordings; in training each wording is dropped with probability `dropout`."""
+
+    num_classes = None
+
+    def __init__(self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0) -> None:
+        self.fitnesses, self.names, self.dropout, self.seed = fitnesses, names, dropout, seed
+
+    def kept(self, step: int) -> list[int]:
+        """Wordings used at this step (seeded by step, so a resumed run drops the same ones); never none."""
+        if self.dropout <= 0 or len(self.fitnesses) == 1:
+            return list(range(len(self.fitnesses)))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        keep = (torch.rand(len(self.fitnesses), generator=gen) >= self.dropout).nonzero().flatten().tolist()
+        return keep or [int(torch.randint(len(self.fitnesses), (1,), generator=gen))]
+
+    def loss(self, prompt: torch.Tensor, batch: Any, stage: str, step: int) -> tuple[torch.Tensor, dict]:
+        if stage == "train":
+            losses = [self.fitnesses[w](prompt, grad=True).losses[0] for w in self.kept(step)]
+            return torch.stack(losses).mean().float(), {}
+        with torch.no_grad():
+            losses = [f(prompt.detach()).losses[0].float() for f in self.fitnesses]
+        return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(self.names, losses)}
+
+
+class SoftPromptModule(L.LightningModule):
+    """AdamW on V only. Regularisers: `norm_penalty` * mean squared token norm, `init_penalty` *
+    mean squared per-token distance to the init prompt (both relative to the embedding norm scale)."""
+
+    def __init__(self, backbone: Backbone, v0: torch.Tensor, objective: Any, lr: float = 0.01,
+                 weight_decay: float = 0.0, norm_penalty: float = 0.0, init_penalty: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone  # a dataclass, so not registered: never in state_dict, never moved
+        self.objective = objective
+        self.prompt = torch.nn.Parameter(v0.detach().clone().float())
+        self.register_buffer("v0", v0.detach().clone().float(), persistent=False)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.norm_penalty, self.init_penalty = norm_penalty, init_penalty
+        K = objective.num_classes
+        self.metrics = torch.nn.ModuleDict()
+        if K:
+            for stage in ("val", "test"):
+                for o in (0, 1):
+                    self.metrics[f"{stage}_acc_order{o}"] = MulticlassAccuracy(K, average="micro")
+                self.metrics[f"{stage}_acc"] = MulticlassAccuracy(K, average="micro")
+
+    def regulariser(self) -> torch.Tensor:
+        reg = self.prompt.new_zeros(())
+        if self.norm_penalty:
+            reg = reg + self.norm_penalty * self.prompt.square().sum(-1).mean()
+        if self.init_penalty:
+            reg = reg + self.init_penalty * (self.prompt - self.v0).square().sum(-1).mean()
+        return reg
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.objective.loss(self.prompt, batch, "train", self.global_step)
+        bs = _batch_size(batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+        reg = self.regulariser()
+        if self.norm_penalty or self.init_penalty:
+            self.log("train_reg", reg, on_step=True, on_epoch=True, batch_size=bs)
+        return loss + reg
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        loss, extra = self.objective.loss(self.prompt, batch, stage, self.global_step)
+        bs = _batch_size(batch)
+        # sync_dist: the mean over all ranks' rows, so every rank picks the same best epoch.
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        for k, v in extra.items():
+            if k != "logits":
+                self.log(f"{stage}_{k}", v, on_epoch=True, batch_size=bs, sync_dist=True)
+        if "logits" in extra:
+            preds, labels, order = extra["logits"].argmax(-1), batch["labels"], batch["order"]
+            self.metrics[f"{stage}_acc"](preds, labels)
+            self.log(f"{stage}_acc", self.metrics[f"{stage}_acc"], on_epoch=True, batch_size=bs)
+            for o in (0, 1):
+                sel = order == o
+                if sel.any():  # a metric updated with nothing would log NaN for the epoch
+                    m = self.metrics[f"{stage}_acc_order{o}"]
+                    m(preds[sel], labels[sel])
+                    self.log(f"{stage}_acc_order{o}", m, on_epoch=True, batch_size=int(sel.sum()))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([self.prompt], lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _batch_size(batch: Any) -> int:
+    return int(batch["input_ids"].shape[0]) if isinstance(batch, dict) else 1

@@ -1,0 +1,171 @@
+"""GD on the soft prompt: frozen LM, CDEval / synthetic / survey objectives through the CLI, resume, sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from culturalign.checkpoint.format import load_prompt
+from culturalign.cli import run
+from culturalign.data import cdeval
+from culturalign.data.choice import ChoiceDataModule
+from culturalign.data.folds import stratified_folds
+from culturalign.model.chat import answer_token_ids
+from culturalign.model.module import ChoiceObjective, SoftPromptModule, SurveyObjective
+from culturalign.model.soft_prompt import init_prompt
+
+FIXTURE = Path(__file__).parent / "fixtures" / "cdeval_small.json"
+
+
+def gd(tiny_model_dir, root, *extra):
+    """`culturalign fit --optimizer GD` on the tiny model, fp32, quick settings."""
+    return run(["fit", "--optimizer", "GD", "--model", str(tiny_model_dir), "--model.dtype", "float32",
+                "--optimizer.precision", "32-true", "--prompt.num_virtual_tokens", "4", "--run.root", str(root), *extra])
+
+
+def test_training_changes_only_the_prompt(tiny_backbone):
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    exs = cdeval.examples(rows, "IVR", high=True)
+    plan = stratified_folds({e.group: e.stratum for e in exs}, 2, seed=0)
+    dm = ChoiceDataModule(exs, tiny_backbone.tokenizer, plan, 0, batch_size=4)
+    objective = ChoiceObjective(tiny_backbone, dm.prefix_ids, answer_token_ids(tiny_backbone.tokenizer, 2))
+    v0 = init_prompt(tiny_backbone, 4, "random")
+    module = SoftPromptModule(tiny_backbone, v0, objective, lr=0.1)
+    assert [n for n, _ in module.named_parameters()] == ["prompt"]
+    assert list(module.state_dict()) == ["prompt"]  # the LM is not a submodule: checkpoints stay tiny
+    before = {k: v.clone() for k, v in tiny_backbone.model.state_dict().items()}
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, precision="32-true")
+    trainer.fit(module, datamodule=dm)
+    after = tiny_backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None and not p.requires_grad for p in tiny_backbone.model.parameters())
+    assert not tiny_backbone.model.training
+    assert (module.prompt.detach() - v0).abs().max() > 1e-3
+
+
+def test_prefix_cached_choice_logits_match_plain_forward(tiny_backbone):
+    """The batch path (template head once, KV repeated) equals one full forward per row."""
+    from culturalign.data.choice import collate
+    from culturalign.model.chat import chat_ids
+    from culturalign.model.soft_prompt import prompted_logits
+
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    exs = cdeval.examples(rows, "IDV", high=True)[:5]
+    plan = stratified_folds({e.group: e.stratum for e in exs}, 1, seed=0, val_fraction=0.4)
+    dm = ChoiceDataModule(exs, tiny_backbone.tokenizer, plan, 0)
+    ids2 = answer_token_ids(tiny_backbone.tokenizer, 2)
+    objective = ChoiceObjective(tiny_backbone, dm.prefix_ids, ids2)
+    prompt = init_prompt(tiny_backbone, 4, "random", seed=1)
+    batch = collate(dm.rows, dm.pad_id)
+    with torch.no_grad():
+        got = objective.logits(prompt, batch)
+        for i, ex in enumerate(exs):
+            ids = torch.tensor([chat_ids(tiny_backbone.tokenizer, ex.text)])
+            ref = prompted_logits(tiny_backbone, prompt, ids, torch.ones_like(ids))[0, -1, ids2]
+            assert torch.allclose(got[i], ref.float(), atol=1e-4)
+
+
+def test_survey_objective_wording_dropout_is_seeded_and_never_empty():
+    obj = SurveyObjective([object()] * 4, ["a", "b", "c", "d"], dropout=0.9, seed=1)
+    kept = [obj.kept(step) for step in range(50)]
+    assert all(k for k in kept) and kept == [obj.kept(step) for step in range(50)]
+    assert len({tuple(k) for k in kept}) > 1
+    assert SurveyObjective([object()] * 3, ["a", "b", "c"], dropout=0.0).kept(7) == [0, 1, 2]
+
+
+def test_regularisers(tiny_backbone):
+    v0 = init_prompt(tiny_backbone, 3, "random")
+    m = SoftPromptModule(tiny_backbone, v0, SurveyObjective([], []), init_penalty=1.0, norm_penalty=0.5)
+    assert torch.isclose(m.regulariser(), 0.5 * v0.square().sum(-1).mean())
+    with torch.no_grad():
+        m.prompt.add_(1.0)
+    assert torch.isclose(m.regulariser(), 0.5 * (v0 + 1).square().sum(-1).mean() + tiny_backbone.hidden_size)
+
+
+def test_cli_cdeval_cv_writes_folds_and_resumes(tiny_model_dir, tmp_path, capsys):
+    args = ["--data", "cdeval_ivr", "--data.path", str(FIXTURE), "--cv.folds", "3", "--optimizer.epochs", "1",
+            "--optimizer.batch_size", "8", "--run.name", "cv"]
+    out = gd(tiny_model_dir, tmp_path, *args)
+    run_dir = tmp_path / "cv"
+    assert len(out["folds"]) == 3 and out["data"]["questions"] == 17 and out["data"]["duplicates_dropped"] == 1
+    for key in ("test_loss", "test_acc", "test_acc_order0", "test_acc_order1", "baseline_acc_order0"):
+        assert key in out["mean"] and key in out["std"]
+    for k, fold in enumerate(out["folds"]):
+        assert (run_dir / f"fold{k}" / "adapter_model.safetensors").is_file()
+        assert 0 <= fold["test"]["acc_order0"] <= 1 and "loss" in fold["survey"]["after"]
+    folds = json.loads((run_dir / "folds.json").read_text())
+    assert sorted(set(folds["fold_of"].values())) == [0, 1, 2]
+    assert "mean ± std" in (run_dir / "report.md").read_text()
+    prompt, meta = load_prompt(run_dir)  # the run's adapter is the best fold's prompt
+    best, _ = load_prompt(run_dir / f"fold{meta['best_fold']}")
+    assert torch.equal(prompt, best) and prompt.shape == (4, 32)
+    survey = run(["survey", "--model", str(tiny_model_dir), "--model.dtype", "float32", "--ckpt", str(run_dir), "--json"])
+    assert set(survey["dimensions"]) == {"PDI", "IDV", "MAS", "UAI", "LTO", "IVR"}
+
+    # Resume mid-CV: fold 2 was "in progress" (no result.json); it continues from its last.ckpt for a
+    # second epoch while folds 0 and 1 are skipped untouched.
+    fold0 = (run_dir / "fold0" / "result.json").read_text()
+    (run_dir / "fold2" / "result.json").unlink()
+    steps_one_epoch = out["folds"][2]["global_step"]
+    capsys.readouterr()
+    again = gd(tiny_model_dir, tmp_path, *args[:-4], "--optimizer.epochs", "2", "--run.name", "cv")
+    log = capsys.readouterr().out
+    assert "fold 0: already finished" in log and "fold 1: already finished" in log
+    assert "fold 2: resuming from" in log
+    assert (run_dir / "fold0" / "result.json").read_text() == fold0
+    assert again["folds"][2]["global_step"] == 2 * steps_one_epoch
+    assert again["folds"][2]["epochs_run"] == 2
+
+
+def test_cli_refuses_changed_folds_on_resume(tiny_model_dir, tmp_path):
+    base = ["--data", "cdeval_idv", "--data.path", str(FIXTURE), "--optimizer.epochs", "1", "--run.name", "r"]
+    gd(tiny_model_dir, tmp_path, *base, "--cv.folds", "2")
+    (tmp_path / "r" / "fold1" / "result.json").unlink()
+    with pytest.raises(SystemExit) as err:
+        gd(tiny_model_dir, tmp_path, *base, "--cv.folds", "3")
+    assert err.value.code == 2
+
+
+def test_cli_synthetic_vsm13_reports_survey_before_after(tiny_model_dir, tmp_path):
+    out = gd(tiny_model_dir, tmp_path, "--data", "synthetic_vsm13", "--cv.folds", "2", "--data.limit", "24",
+             "--optimizer.epochs", "1", "--optimizer.batch_size", "12", "--run.name", "syn")
+    assert out["data"]["labels"]["7"] == 4 and out["data"]["questions"] == 24
+    for fold in out["folds"]:
+        assert fold["survey"]["before"]["loss"] > 0 and fold["survey"]["history"]
+        assert "vsm13_blocks" in fold["survey"]["after"]["heldout"]
+        assert 0 <= fold["test"]["acc"] <= 1
+
+
+def test_cli_survey_objective_multi_wording_with_heldout(tiny_model_dir, tmp_path):
+    out = gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.paraphrases", "1", "2",
+             "--survey.heldout", "vsm13_blocks", "--optimizer.lr", "0.3", "--optimizer.epochs", "1",
+             "--data.steps_per_epoch", "3", "--optimizer.wording_dropout", "0.3", "--run.name", "sv")
+    assert len(out["survey"]) == 3 and out["data"]["heldout"] == ["vsm13_blocks"]
+    s = out["folds"][0]["survey"]
+    assert s["after"]["loss"] < s["before"]["loss"]  # the survey loss itself went down
+    assert set(s["after"]["heldout"]) == {"vsm13_blocks"} and s["no_prompt"]["loss"] > 0
+    assert out["folds"][0]["global_step"] == 3
+    text = (tmp_path / "sv" / "report.md").read_text()
+    assert "held-out vsm13_blocks" in text and "GD best" in text
+
+
+def test_cli_token_sweep_writes_plot_and_table(tiny_model_dir, tmp_path):
+    out = gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--sweep.num_virtual_tokens", "2,3",
+             "--optimizer.epochs", "1", "--data.steps_per_epoch", "2", "--run.name", "sw")
+    run_dir = tmp_path / "sw"
+    assert [r["T"] for r in out["sweep"]] == [2, 3]
+    assert (run_dir / "sweep.png").stat().st_size > 0 and "| 3 |" in (run_dir / "sweep.md").read_text()
+    prompt, meta = load_prompt(run_dir)
+    assert prompt.shape[0] == out["best_T"] == meta["num_virtual_tokens"]
+
+
+def test_cli_unknown_data_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        gd(tiny_model_dir, tmp_path, "--data", "cdeval_xyz")
+    assert err.value.code == 2
+    assert "cdeval_xyz" in capsys.readouterr().err
