@@ -15,12 +15,14 @@ goes through an allow-list unpickler.
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import os
 import pickle
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,24 @@ def sanitise_run_name(name: str) -> str:
     return name
 
 
+def _write_failed(path: Path, tmp: Path, err: Exception) -> CulturalignError:
+    """A full disk or a lost mount mid-run: one line, and the previous checkpoint is still whole."""
+    tmp.unlink(missing_ok=True)
+    reason = getattr(err, "strerror", None) or str(err)[:80]
+    return CulturalignError(f"cannot write {path} ({reason}); free space or fix permissions, then rerun the same "
+                            "command to resume from the last complete checkpoint (it is intact)")
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _write_failed(path, tmp, err) from err
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -75,10 +88,13 @@ def _json_default(o: Any) -> Any:
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        raise _write_failed(path, tmp, err) from err
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -151,7 +167,7 @@ def load_prompt(directory: str | Path, backbone: Any = None, force: bool = False
     T = meta.get("num_virtual_tokens")
     if T is not None and int(T) != prompt.shape[0]:
         raise CulturalignError(f"{directory / META} says num_virtual_tokens={T} but the weights have {prompt.shape[0]}; "
-                               "meta.json was edited or belongs to another run")
+                               "meta.json was edited or belongs to another run; restore it or re-run")
     if backbone is not None:
         if prompt.shape[1] != backbone.hidden_size:
             raise CulturalignError(
@@ -174,7 +190,9 @@ def save_last(run_dir: Path, prompt: torch.Tensor, meta: dict[str, Any], state: 
     """Write the resume point as a whole: build `last.tmp`, then swap it in for `last`."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{LAST}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in run_dir.glob(f".{LAST}.tmp*"):  # left by a killed process: never complete
+        if not _pid_alive(stale.name.rpartition("tmp")[2]):
+            shutil.rmtree(stale, ignore_errors=True)
     save_prompt(tmp, prompt, meta, backbone_config)
     tensors = {k: (torch.frombuffer(bytearray(v), dtype=torch.uint8) if isinstance(v, (bytes, bytearray)) else v)
                for k, v in state.items()}
@@ -186,6 +204,21 @@ def save_last(run_dir: Path, prompt: torch.Tensor, meta: dict[str, Any], state: 
         os.replace(last, old)
     os.replace(tmp, last)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    """Whether a writer with this pid still runs here (its temp folder may be in use, e.g. another rank's)."""
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False  # our own leftover from an earlier failed save
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_last(run_dir: Path) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor | bytes]] | None:
@@ -201,22 +234,92 @@ def load_last(run_dir: Path) -> tuple[torch.Tensor, dict[str, Any], dict[str, to
     return None
 
 
-# Optimizer state (nevergrad, cma) is a pickle; only these modules may be named in it.
-SAFE_PICKLE_MODULES = ("nevergrad", "numpy", "cma", "collections", "copyreg", "_codecs", "functools",
-                       "culturalign", "datetime", "random", "math", "operator", "typing", "enum")
-SAFE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "object", "dict", "list", "tuple",
-                 "int", "float", "str", "bool", "bytes", "type", "NotImplemented", "Ellipsis"}
+# Optimizer state (nevergrad, cma) is a pickle, and a pickle is a program: naming `random._os.system`
+# and calling it is two opcodes. The unpickler below lets a state file (1) name only classes and
+# functions *defined* in the optimizer libraries, plus a fixed list of numpy/container
+# reconstructors, never a dotted path or an object merely imported into an allowed module;
+# (2) call (REDUCE) only those reconstructors; (3) create objects only through constructors that
+# run no library code. A crafted file can build optimizer objects, never run a function it chooses.
+SAFE_PICKLE_PACKAGES = ("nevergrad.optimization", "nevergrad.parametrization", "nevergrad.common", "cma", "culturalign")
+SAFE_CALLS = {
+    ("collections", "OrderedDict"), ("collections", "deque"), ("numpy", "dtype"), ("numpy.linalg", "eigh"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__generator_ctor"), ("_codecs", "encode"), ("builtins", "getattr"),
+    # cma keeps numpy's global sampling functions as options (`randn=np.random.randn`).
+    *(("numpy.random", n) for n in ("randn", "rand", "standard_normal", "normal", "uniform", "random")),
+    *(("builtins", n) for n in ("set", "frozenset", "slice", "range", "complex", "bytearray", "list", "dict",
+                                "tuple", "int", "float", "str", "bytes", "bool")),
+}
+SAFE_CLASSES = {("numpy", "ndarray"), ("numpy.random._mt19937", "MT19937"), ("numpy.random._pcg64", "PCG64"),
+                ("numpy.random.mtrand", "RandomState"), ("numpy.random._generator", "Generator"),
+                ("builtins", "object")}
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        root = module.split(".")[0]
-        if (module == "builtins" and name in SAFE_BUILTINS) or root in SAFE_PICKLE_MODULES and name not in ("eval", "exec", "system"):
-            return super().find_class(module, name)
+def _rng_getattr(obj: Any, name: str) -> Any:
+    """`getattr` as pickles of numpy RNG methods use it; anything else could reach globals."""
+    import numpy as np
+
+    if not isinstance(obj, (np.random.RandomState, np.random.Generator)) or name.startswith("_"):
         raise CulturalignError(
-            f"optimizer state names {module}.{name}, which is not allowed in a checkpoint; the file was not written "
-            "by culturalign or was tampered with: delete the run's last/ folder to start over"
+            f"optimizer state asks for attribute {name!r} of a {type(obj).__name__}, which is not allowed in a "
+            "checkpoint; the file was not written by culturalign or was tampered with: delete the run's last/ folder"
         )
+    return getattr(obj, name)
+
+
+def _refuse(what: str) -> CulturalignError:
+    return CulturalignError(
+        f"optimizer state {what}, which is not allowed in a checkpoint; the file was not written by culturalign "
+        "or was tampered with: delete the run's last/ folder to start over"
+    )
+
+
+class _SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be overridden
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if "." in name or name.startswith("__") and (module, name) not in SAFE_CALLS:
+            raise _refuse(f"names {module}.{name}")
+        if (module, name) == ("builtins", "getattr"):
+            return _rng_getattr
+        if (module, name) in SAFE_CALLS or (module, name) in SAFE_CLASSES:
+            return super().find_class(module, name)
+        if module.startswith(tuple(p + "." for p in SAFE_PICKLE_PACKAGES) + SAFE_PICKLE_PACKAGES):
+            obj = super().find_class(module, name)
+            # Only what the module defines: `from os import system` inside an allowed module must not pass.
+            if getattr(obj, "__module__", None) == module and callable(obj):
+                return obj
+        raise _refuse(f"names {module}.{name}")
+
+    def load_reduce(self) -> None:
+        func = self.stack[-2]
+        # An Enum class called with its value is a member lookup.
+        allowed = func is _rng_getattr or (isinstance(func, type) and issubclass(func, enum.Enum)) or any(
+            func is getattr(sys.modules.get(m), n, None) for m, n in SAFE_CALLS if (m, n) != ("builtins", "getattr"))
+        if not allowed:
+            raise _refuse(f"calls {getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__name__)}")
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check_new(self.stack[-2])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check_new(self.stack[-3])
+        super().load_newobj_ex()
+
+    @staticmethod
+    def _check_new(cls: Any) -> None:
+        # object.__new__, dict.__new__ ... allocate and run nothing; a Python-level __new__ could.
+        owner = next((k for k in getattr(cls, "__mro__", ()) if "__new__" in vars(k)), None)
+        if not isinstance(cls, type) or owner is None or not (owner.__module__ == "builtins" or issubclass(cls, (tuple, enum.Enum))):
+            raise _refuse(f"creates {getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)!s} through a custom __new__")
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
 
 def safe_loads(data: bytes) -> Any:

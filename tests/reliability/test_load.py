@@ -1,0 +1,56 @@
+"""Load: DE with a population of 64 runs in bounded memory (nevergrad's archive is pruned).
+
+The run is a child process so that its own peak RSS is measured, not the test runner's. The peak
+and the per-generation RSS are printed (run with -s to see them) and quoted in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import psutil
+
+from culturalign.checkpoint.format import load_last, safe_loads
+from reliability_helpers import REPO, fit_args, meta_step
+
+POPSIZE, GENERATIONS = 64, 5
+
+WRAPPER = ("import resource, sys; from culturalign.cli import run; run(sys.argv[1:]); "
+           "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+
+def test_de_population_64_has_bounded_memory(tiny_model_dir, mini_survey, tmp_path):
+    argv = fit_args(tiny_model_dir, mini_survey, tmp_path, "--search.space", "full", "--prompt.num_virtual_tokens", "8",
+                    budget=POPSIZE * GENERATIONS, popsize=POPSIZE)
+    run_dir = tmp_path / "rel"
+    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=REPO)
+    rss_at: dict[int, int] = {}  # generation -> RSS right after it was saved
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        step = meta_step(run_dir)
+        if step > 0 and step not in rss_at:
+            try:
+                rss_at[step] = ps.memory_info().rss
+            except psutil.NoSuchProcess:
+                break
+        time.sleep(0.01)
+    out = proc.communicate()[0].decode(errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+    peak_mib = int(re.search(r"PEAK_RSS_KB (\d+)", out).group(1)) / 1024
+    growth = {g: round((r - rss_at[min(rss_at)]) / 2**20, 1) for g, r in sorted(rss_at.items())}
+    print(f"\nDE popsize {POPSIZE}, {GENERATIONS} generations, {8 * 32} dims: peak RSS {peak_mib:.0f} MiB; "
+          f"RSS growth after generation 1 (MiB): {growth}")
+
+    _, meta, state = load_last(run_dir)
+    assert meta["evaluations"] == POPSIZE * GENERATIONS
+    optimizer = safe_loads(state["optimizer"])
+    # Pruning(min_len=popsize, max_len=4 * popsize): without it the archive holds all 320 points.
+    assert len(optimizer.archive) <= 4 * POPSIZE, len(optimizer.archive)
+    assert len(rss_at) >= GENERATIONS - 2, rss_at  # sampled most generations
+    later = [growth[g] for g in growth if g >= 3]
+    assert max(later) - min(later) < 64, f"RSS keeps growing across generations: {growth}"
+    assert peak_mib < 2048, f"peak RSS {peak_mib:.0f} MiB"
