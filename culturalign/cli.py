@@ -18,6 +18,13 @@ from typing import Any, Callable
 from culturalign.errors import CulturalignError
 
 SHORTHANDS = {"--model": "name", "--target": "country", "--survey": "name", "--data": "name"}
+# Verbs whose leading bare arguments fill a list option (`culturalign evaluate RUN_DIR ...`);
+# jsonargparse has no positional form for a list with a default.
+POSITIONAL_LISTS = {"evaluate": "--runs"}
+# List options that take space-separated values (`--survey.paraphrases 1 2`), as users type them.
+LIST_OPTIONS = ("--survey.paraphrases", "--survey.heldout")
+# Boolean options that may be given bare, like --json (`culturalign bench --quick`).
+BARE_FLAGS = ("--quick",)
 
 
 def commands() -> dict[str, Callable[..., Any]]:
@@ -33,13 +40,34 @@ def commands() -> dict[str, Callable[..., Any]]:
 
 
 def expand_shorthands(argv: list[str]) -> list[str]:
+    import json
+
     out: list[str] = []
     i = 0
+    if argv and argv[0] in POSITIONAL_LISTS:
+        j = 1
+        while j < len(argv) and not argv[j].startswith("-"):
+            j += 1
+        if j > 1:
+            argv = [argv[0], f"{POSITIONAL_LISTS[argv[0]]}={json.dumps(argv[1:j])}"] + argv[j:]
     while i < len(argv):
         arg = argv[i]
         key, eq, value = arg.partition("=")
+        if key in LIST_OPTIONS and not eq:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            values = argv[i + 1:j]
+            if len(values) == 1 and values[0].startswith("["):  # already a JSON list
+                out += [arg, values[0]]
+            else:
+                out.append(f"{arg}={json.dumps([int(v) if v.isdigit() else v for v in values])}")
+            i = j
+            continue
         if arg == "--json":  # a flag users expect; jsonargparse booleans take a value
             out.append("--json_output=true")
+        elif arg in BARE_FLAGS and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append(f"{arg}=true")
         elif key in SHORTHANDS:
             field = SHORTHANDS[key]
             if eq:
@@ -83,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> Any:
     """Run one command and return its result (tests call this)."""
+    from_command_line = argv is None or list(argv) == sys.argv[1:]  # multi-process launch re-runs sys.argv
     argv = expand_shorthands(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -93,12 +122,20 @@ def run(argv: list[str] | None = None) -> Any:
         from culturalign.commands import fit as fit_module
 
         fit_module.CURRENT_CONFIG_YAML = parser.dump(cfg, skip_check=True)
+        fit_module.ARGV_IS_COMMAND_LINE = from_command_line
         init = parser.instantiate_classes(cfg)
         kwargs = {k: v for k, v in vars(init[name]).items() if k != "config"}
         return fn(**kwargs)
     except CulturalignError as err:
+        _close_progress_bars()  # else the message lands at the end of a half-drawn bar line
         print(f"culturalign: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _close_progress_bars() -> None:
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from culturalign.commands.common import (
@@ -19,7 +21,10 @@ from culturalign.commands.common import (
     build_fitness,
     target_record,
 )
+from culturalign.checkpoint.format import sanitise_run_name
+from culturalign.data.registry import DataArgs
 from culturalign.errors import CulturalignError
+from culturalign.fit.gradient import CVArgs, SweepArgs
 from culturalign.fit.run import FitContext, RunArgs, prepare_run_dir
 from jsonargparse import lazy_instance
 
@@ -32,6 +37,10 @@ from culturalign.survey.scoring import Scoring
 
 # Set by the CLI to the resolved configuration of this invocation (written as config.yaml).
 CURRENT_CONFIG_YAML = ""
+# Set by the CLI: False when `cli.run(argv)` was called from Python with an argv that is not this
+# process's command line (tests, notebooks). Fabric starts extra ranks by re-running sys.argv, so
+# launching from there would start copies of the caller (e.g. pytest), not `culturalign fit`.
+ARGV_IS_COMMAND_LINE = True
 
 
 @dataclass
@@ -49,11 +58,17 @@ class LaunchArgs:
 
 
 def make_fabric(launch: LaunchArgs, run_dir: Any = None) -> Any:
-    """A launched Fabric, or None for the plain single-process case."""
+    """A Fabric, launched when there is more than one process (the frozen LM is never wrapped in DDP).
+
+    Processes come from Lightning: its own launcher re-runs this command line once per extra
+    local rank (`culturalign ...` or `python -m culturalign ...`), or torchrun / SLURM `srun`
+    start them and Lightning reads their rank variables. Only rank 0 writes (CSVLogger is rank-0-only).
+    """
     if launch.devices < 1 or launch.num_nodes < 1:
         raise CulturalignError(f"launch.devices={launch.devices}, launch.num_nodes={launch.num_nodes} must be >= 1")
     from lightning.fabric import Fabric
     from lightning.fabric.loggers import CSVLogger
+    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     loggers = [CSVLogger(str(run_dir), name="logs")] if run_dir is not None else []
     strategy = launch.strategy
@@ -62,8 +77,32 @@ def make_fabric(launch: LaunchArgs, run_dir: Any = None) -> Any:
     fabric = Fabric(accelerator=launch.accelerator, devices=launch.devices, strategy=strategy,
                     num_nodes=launch.num_nodes, loggers=loggers)
     if fabric.world_size > 1 or launch.num_nodes > 1:
+        launcher = getattr(fabric.strategy, "launcher", None)
+        spawns = isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
+        if spawns and not ARGV_IS_COMMAND_LINE:
+            raise CulturalignError(
+                f"launch.devices={launch.devices} starts the other ranks by re-running this process's command line "
+                f"({' '.join(sys.argv[:2])} ...), which is not `culturalign fit`; run it from a shell "
+                "(`culturalign fit ... --launch.devices N`) or under torchrun/srun"
+            )
         fabric.launch()
     return fabric
+
+
+def _rank_zero_run_dir(fabric: Any, run: RunArgs, default_name: str) -> Path:
+    """Rank 0 creates (or, with --run.resume false, empties) the run folder; other ranks only learn its path."""
+    if fabric is None or fabric.world_size == 1:
+        return prepare_run_dir(run, default_name)
+    outcome: tuple[str, str] = ("", "")
+    if fabric.global_rank == 0:
+        try:
+            outcome = ("ok", str(prepare_run_dir(run, default_name)))
+        except CulturalignError as err:
+            outcome = ("error", str(err))
+    outcome = fabric.broadcast(outcome, src=0)
+    if outcome[0] == "error":
+        raise CulturalignError(outcome[1])
+    return Path(outcome[1])
 
 
 def fit(
@@ -77,6 +116,9 @@ def fit(
     search: Search = Search(),
     run: RunArgs = RunArgs(),
     launch: LaunchArgs = LaunchArgs(),
+    data: DataArgs = DataArgs(),
+    cv: CVArgs = CVArgs(),
+    sweep: SweepArgs = SweepArgs(),
     force: bool = False,
 ) -> dict[str, Any]:
     """Train a soft prompt that aligns the backbone with a country's Hofstede profile.
@@ -92,15 +134,25 @@ def fit(
         search: Black-box search space, budget and stopping rules.
         run: Output folder, seed and resume.
         launch: Devices and processes.
+        data: GD training data (`--data cdeval_ivr`, synthetic_vsm13, vsm13); black-box optimizers ignore it.
+        cv: GD cross-validation folds.
+        sweep: GD token sweep (train/eval loss against T).
         force: Resume even if the checkpoint was trained on another backbone id.
     """
     from culturalign.model.soft_prompt import init_prompt
 
     tgt = target.resolve()
     default_name = f"{optimizer.name.lower()}-{(tgt.iso3 or 'custom').lower()}"
-    run_dir = prepare_run_dir(run, default_name)
-    fabric = make_fabric(launch, run_dir)
-    backbone = model.load(device=str(fabric.device) if fabric is not None and launch.accelerator != "auto" else None)
+    fabric = make_fabric(launch, Path(run.root).expanduser() / sanitise_run_name(run.name or default_name))
+    run_dir = _rank_zero_run_dir(fabric, run, default_name)
+    if fabric.global_rank != 0:  # one set of load bars, from rank 0
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    # Each rank holds a full frozen copy on its own device (cuda:<local rank>); single-process runs
+    # with accelerator auto keep --model.device.
+    on_fabric_device = fabric.world_size > 1 or launch.accelerator != "auto"
+    backbone = model.load(device=str(fabric.device) if on_fabric_device else None)
     init_text = prompt.init_text or f"You are a person from {tgt.name}."
     v0 = init_prompt(backbone, prompt.num_virtual_tokens, prompt.init, init_text, run.seed)
     fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
@@ -123,4 +175,4 @@ def fit(
     runner = getattr(optimizer, "run", None)
     if runner is None:
         raise CulturalignError(f"optimizer {optimizer.name!r} is neither black-box (ask/tell) nor has run(ctx)")
-    return runner(ctx, launch=launch)
+    return runner(ctx, launch=launch, data=data, cv=cv, sweep=sweep)

@@ -31,8 +31,9 @@ HISTORY_COLUMNS = ("generation", "evaluations", "best_loss", "mean_loss", "min_l
 class _StopFlag:
     """SIGINT/SIGTERM finish the generation in flight, save, and exit cleanly; a second SIGINT aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = True) -> None:
         self.signal: int | None = None
+        self.verbose = verbose  # only rank 0 talks; every rank of a job usually gets the same signal
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -47,8 +48,9 @@ class _StopFlag:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name} received: finishing this generation, saving, then stopping "
-              "(Ctrl-C again to abort; the last checkpoint stays valid)", flush=True)
+        if self.verbose:
+            print(f"\n{signal.Signals(signum).name} received: finishing this generation, saving, then stopping "
+                  "(Ctrl-C again to abort; the last checkpoint stays valid)", flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -91,6 +93,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
 
     baseline = ctx.fitness(None)
     init = ctx.fitness(ctx.v0)
+    ctx.fitness.require_answers([baseline, init], f"{ctx.backbone.model_id} (with and without the init prompt)")
     history: list[list[float]] = []
     best_loss, best_prompt = float(init.losses[0]), ctx.v0.clone()
     evaluations, elapsed_before = 0, 0.0
@@ -124,20 +127,25 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                dynamic_ncols=True)
     started = time.time()
     stop_reason = "budget"
-    with _StopFlag() as stop:
+    with _StopFlag(verbose=is_main) as stop:
         while evaluations < search.budget:
-            if search.max_time is not None and elapsed_before + time.time() - started >= search.max_time:
-                stop_reason = "max_time"
-                break
-            if search.target_loss is not None and best_loss <= search.target_loss:
-                stop_reason = "target_loss"
-                break
-            if stop.signal is not None:
-                stop_reason = "interrupted"
-                break
-            z = optimizer.ask() if is_main else None
+            # Clocks and signals differ between ranks: rank 0 decides, and sends its decision with
+            # the population, so every rank leaves the loop after the same generation.
+            reason, z = None, None
+            if is_main:
+                if search.max_time is not None and elapsed_before + time.time() - started >= search.max_time:
+                    reason = "max_time"
+                elif search.target_loss is not None and best_loss <= search.target_loss:
+                    reason = "target_loss"
+                elif stop.signal is not None:
+                    reason = "interrupted"
+                else:
+                    z = optimizer.ask()
             if fabric is not None and fabric.world_size > 1:
-                z = fabric.broadcast(z, src=0)
+                reason, z = fabric.broadcast((reason, z), src=0)
+            if reason is not None:
+                stop_reason = reason
+                break
             prompts = projection.to_prompts(z)
             losses = score_population(ctx, prompts, fabric)
             if not np.isfinite(losses).all():
@@ -169,7 +177,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
     summary = {}
     if is_main:
         summary = _finish(ctx, best_prompt, meta_base, baseline, init, history, evaluations, stop_reason)
-    if stop_reason == "interrupted":
+    if stop_reason == "interrupted":  # on ranks > 0 without a signal of their own: a clean exit
         raise SystemExit(130 if stop.signal == signal.SIGINT else 0)
     return summary
 
