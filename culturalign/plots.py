@@ -19,7 +19,8 @@ def dimension_bars(
     groups = dict(series)
     if target:
         groups = {"target": [target.get(d, float("nan")) for d in dimensions], **groups}
-    fig, ax = plt.subplots(figsize=(1.4 * len(dimensions) + 2, 3.6))
+    rows = -(-len(groups) // 4)
+    fig, ax = plt.subplots(figsize=(1.4 * len(dimensions) + 2, 3.6 + 0.25 * rows))
     width = 0.8 / max(1, len(groups))
     for i, (label, values) in enumerate(groups.items()):
         xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(dimensions))]
@@ -28,7 +29,8 @@ def dimension_bars(
     ax.set_xticks(range(len(dimensions)), list(dimensions))
     ax.set_ylabel("index")
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=min(4, len(groups)))
+    # Legend below the axes: inside, it hides bars whatever corner it picks.
+    ax.legend(fontsize=8, ncols=min(4, len(groups)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
