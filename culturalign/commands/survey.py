@@ -41,6 +41,7 @@ def survey(
     prompt = load_prompt(ckpt, backbone, force)[0] if ckpt else None
     fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
     result = fitness(prompt)
+    fitness.require_answers([result], f"{backbone.model_id}" + (f" with {ckpt}" if ckpt else ""))
     summary = result_summary(fitness, result)
     items = fitness.survey.items
     out = {

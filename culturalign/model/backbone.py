@@ -185,7 +185,7 @@ def load_backbone(
     except ValueError as err:
         if "trust_remote_code" in str(err):
             raise CulturalignError(
-                f"--model {model!r} needs custom code; review it, then pass --trust_remote_code true"
+                f"--model {model!r} needs custom code; review it, then pass --model.trust_remote_code true"
             ) from err
         raise
     lm.to(device=dev, dtype=torch_dtype)

@@ -20,6 +20,38 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def last_position(seq_len: int, device: torch.device) -> torch.Tensor:
+    """`logits_to_keep` for "last position only", as an index tensor rather than the int 1.
+
+    Why: with `logits_to_keep=1` transformers slices `hidden[:, -1:, :]`, a non-contiguous
+    (B, 1, d) view; `torch.matmul` cannot fold it into one GEMM and falls back to `bmm` with the
+    LM head's weight expanded and *copied* once per row (57 MB per row for SmolLM2 in bf16). That
+    copy was half the survey's wall time and grew with the batch. Indexing with a tensor gathers
+    a contiguous (B, 1, d) first, so the head is one (B, d) x (d, vocab) GEMM. Same logits.
+    """
+    return torch.tensor([seq_len - 1], device=device)
+
+
+def expand_cache(backbone: Backbone, cache, repeats: int, in_place: bool = False):
+    """Each row of `cache` repeated `repeats` times (row i -> rows i*repeats .. i*repeats + repeats - 1).
+
+    By default a new cache and the original is left as it was, so one prefill serves several
+    suffix batches (no deepcopy, so it also works inside an autograd graph: GD through the
+    survey). `in_place=True` repeats `cache` itself (its last use).
+    """
+    from transformers import DynamicCache
+
+    if in_place:
+        if repeats > 1:
+            cache.batch_repeat_interleave(repeats)
+        return cache
+    out = DynamicCache(config=backbone.model.config)
+    for i, layer in enumerate(cache.layers):
+        if layer.keys is not None and layer.keys.numel():
+            out.layers[i].update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0))
+    return out
+
+
 def prefill(backbone: Backbone, prompts: torch.Tensor | None, prefix_ids: torch.Tensor, batch: int):
     """Run `[V][prefix]` for `batch` rows; returns (cache, prefix_len).
 
@@ -35,7 +67,7 @@ def prefill(backbone: Backbone, prompts: torch.Tensor | None, prefix_ids: torch.
     positions = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
     cache = DynamicCache(config=backbone.model.config)
     backbone.model(inputs_embeds=embeds, position_ids=positions, use_cache=True,
-                   logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+                   logits_to_keep=last_position(length, dev), **{_cache_kwarg(backbone.model): cache})
     return cache, length
 
 
@@ -55,9 +87,26 @@ def suffix_last_logits(
     suffix_mask = suffix_mask.to(dev)
     mask = torch.cat([torch.ones(rows, prefix_len, dtype=suffix_mask.dtype, device=dev), suffix_mask], dim=1)
     positions = position_ids_for(mask)[:, prefix_len:]
-    out = backbone.model(input_ids=suffix_ids.to(dev), attention_mask=mask, position_ids=positions,
-                         use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+    out = backbone.model(input_ids=suffix_ids.to(dev), attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=last_position(suffix_ids.shape[1], dev), **{_cache_kwarg(backbone.model): cache})
     return out.logits[:, -1, :], mask
+
+
+def prefill_rows(backbone: Backbone, prompts: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Full rows `[V][pad][text]` into a fresh cache, no shared prefix (how a plain `generate` starts).
+
+    Input shape: prompts (B, T, d) or None; input_ids, attention_mask (B, S), left-padded.
+    Output: (cache, last logits (B, vocab), full mask (B, T + S)) ready for `decode_more`.
+    """
+    from transformers import DynamicCache
+
+    from culturalign.model.soft_prompt import prompted_inputs
+
+    kw = prompted_inputs(backbone, prompts, input_ids, attention_mask)
+    cache = DynamicCache(config=backbone.model.config)
+    out = backbone.model(**kw, use_cache=True, logits_to_keep=last_position(kw["inputs_embeds"].shape[1], backbone.device),
+                         **{_cache_kwarg(backbone.model): cache})
+    return cache, out.logits[:, -1, :], kw["attention_mask"]
 
 
 def decode_more(

@@ -91,8 +91,14 @@ def prompted_logits(
     logits_to_keep: int = 1,
 ) -> torch.Tensor:
     """Logits of the last `logits_to_keep` positions (B, k, vocab); k=0 keeps all."""
-    out = backbone.model(**prompted_inputs(backbone, prompts, input_ids, attention_mask),
-                         logits_to_keep=logits_to_keep, use_cache=False)
+    kwargs = prompted_inputs(backbone, prompts, input_ids, attention_mask)
+    keep: int | torch.Tensor = logits_to_keep
+    if logits_to_keep > 0:
+        # An index tensor, not the int: transformers' `hidden[:, -k:]` slice is non-contiguous and
+        # makes torch.matmul copy the LM head's weight once per row (see prefix_cache.last_position).
+        L = kwargs["inputs_embeds"].shape[1]
+        keep = torch.arange(max(0, L - logits_to_keep), L, device=backbone.device)
+    out = backbone.model(**kwargs, logits_to_keep=keep, use_cache=False)
     return out.logits
 
 

@@ -146,7 +146,8 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         raise _fail(origin, f"has {len(items)} items but framework {framework!r} has {len(base['items'])}; give all of them")
     base_scales = base.get("scales")
     if base_scales and len(next(iter(base_scales.values()))) != len(next(iter(scales.values()))):
-        raise _fail(origin, f"scales must have {len(next(iter(base_scales.values())))} labels like {framework!r}")
+        want, got = len(next(iter(base_scales.values()))), len(next(iter(scales.values())))
+        raise _fail(origin, f"scales have {got} labels but framework {framework!r} has {want}; give {want} labels per scale")
 
     formulas: dict[str, tuple[tuple[float, int, int], ...]] = {}
     for dim, terms in (merged["formulas"] or {}).items():

@@ -7,7 +7,9 @@ the expected answer, which makes the loss smooth and differentiable (`grad=True`
 same code). `generate` mode decodes a short answer and parses the first number, as the paper did.
 
 Cost: every row (candidate x wording x order x item) shares `[V][chat template head]`; that
-prefix is run once per candidate and its KV cache repeated for all of the candidate's rows.
+prefix is run once per candidate and its KV cache repeated for all of the candidate's rows. The
+rows are grouped into a few buckets of similar length (`length_buckets`), so padding stays small
+(padding adds ~4% to the VSM13 tokens instead of ~19% with one bucket); docs/benchmarks.md has the profile.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ import torch
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.chat import answer_token_ids, chat_ids
-from culturalign.model.prefix_cache import decode_more, prefill, suffix_last_logits
+from culturalign.model.prefix_cache import decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
 from culturalign.survey.definition import Survey
 from culturalign.survey.scoring import Scoring, indices, target_loss
+
+# Padding tokens cost as much as real ones; every extra bucket costs one more (smaller) forward
+# and a copy of the prefix cache. The bucketing minimises padded tokens + BUCKET_COST_TOKENS per
+# bucket (per candidate): for VSM13 that is 4 buckets and +4% tokens of padding (1 bucket: +19%).
+BUCKET_COST_TOKENS = 32
 
 # A candidate whose forward produced NaN/inf gets this loss: finite so that every optimizer can
 # rank it (last), large so that it is never chosen.
@@ -121,17 +128,17 @@ class SurveyFitness:
         self.rows = rows
         self.suffixes = [r[P:] for r in rows]
         pad = tok.pad_token_id
-        self.chunks: list[tuple[slice, torch.Tensor, torch.Tensor]] = []
-        step = self.answering.max_batch_rows
-        for a in range(0, len(rows), step):
-            part = self.suffixes[a:a + step]
-            S = max(len(s) for s in part)
+        # chunks: (row indices, left-padded ids, mask), rows of similar length together.
+        self.chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for part in length_buckets([len(x) for x in self.suffixes], self.answering.max_batch_rows, BUCKET_COST_TOKENS):
+            S = max(len(self.suffixes[j]) for j in part)
             ids = torch.full((len(part), S), pad, dtype=torch.long)
             mask = torch.zeros((len(part), S), dtype=torch.long)
-            for i, s in enumerate(part):  # left padding: the last position is always a real token
+            for i, j in enumerate(part):  # left padding: the last position is always a real token
+                s = self.suffixes[j]
                 ids[i, S - len(s):] = torch.tensor(s)
                 mask[i, S - len(s):] = 1
-            self.chunks.append((slice(a, a + len(part)), ids, mask))
+            self.chunks.append((torch.tensor(part, dtype=torch.long), ids, mask))
 
     @property
     def num_rows(self) -> int:
@@ -165,38 +172,38 @@ class SurveyFitness:
         for n0 in range(0, N, per):
             yield n0, min(N, n0 + per)
 
-    def _forward_rows(self, prompts: torch.Tensor | None, n0: int, n1: int, chunk):
-        rows, ids, mask = chunk
+    def _forward_rows(self, prompts: torch.Tensor | None, n0: int, n1: int):
+        """Prefill candidates n0..n1 once, then yield each bucket's last logits (nc * r, vocab).
+
+        Row i * r + j of a bucket is candidate n0 + i, survey row rows[j]."""
         nc = n1 - n0
         p = None if prompts is None else prompts[n0:n1]
         cache, L = prefill(self.backbone, p, self.prefix_ids, nc)
-        r = ids.shape[0]
-        logits, full_mask = suffix_last_logits(self.backbone, cache, L, r, ids.repeat(nc, 1), mask.repeat(nc, 1))
-        return cache, logits, full_mask, rows, nc, r
+        for k, (rows, ids, mask) in enumerate(self.chunks):
+            r = ids.shape[0]
+            # The last bucket may consume the prefill cache itself; the others work on copies.
+            c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1)
+            logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
+            yield c, logits, full_mask, rows, nc, r
 
     def _logits_answers(self, prompts, N):
-        R, K = self.num_rows, self.K
+        K = self.K
         dev = self.backbone.device
-        probs = torch.zeros(N, R, K, dtype=torch.float32, device=dev)
         bad = torch.zeros(N, dtype=torch.bool, device=dev)
         answer_ids = torch.tensor(self.answer_ids, device=dev)
-        pieces = []
+        blocks = []  # per candidate chunk: (nc, R, K) in survey row order
         for n0, n1 in self._candidate_chunks(N):
-            for chunk in self.chunks:
-                _, logits, _, rows, nc, r = self._forward_rows(prompts, n0, n1, chunk)
+            parts, order = [], []
+            for _, logits, _, rows, nc, r in self._forward_rows(prompts, n0, n1):
                 sel = logits.index_select(-1, answer_ids).float().view(nc, r, K)
                 bad[n0:n1] |= ~torch.isfinite(sel).all(-1).all(-1)
-                pieces.append((n0, n1, rows, torch.softmax(torch.nan_to_num(sel), dim=-1)))
-        if prompts is not None and prompts.requires_grad:
-            # Keep the autograd graph: assemble with cat instead of in-place writes.
-            by_candidate = {}
-            for n0, n1, rows, p in pieces:
-                by_candidate.setdefault((n0, n1), []).append((rows.start, p))
-            probs = torch.cat([torch.cat([p for _, p in sorted(v, key=lambda t: t[0])], dim=1)
-                               for _, v in sorted(by_candidate.items())], dim=0)
-        else:
-            for n0, n1, rows, p in pieces:
-                probs[n0:n1, rows] = p
+                parts.append(torch.softmax(torch.nan_to_num(sel), dim=-1))
+                order.append(rows)
+            # Buckets hold rows out of survey order: undo the permutation (an index_select, so
+            # the autograd graph of grad=True survives).
+            inverse = torch.argsort(torch.cat(order)).to(dev)
+            blocks.append(torch.cat(parts, dim=1).index_select(1, inverse))
+        probs = torch.cat(blocks, dim=0)
         k = torch.arange(1, K + 1, dtype=probs.dtype, device=dev)
         values = (probs * k).sum(-1)
         invalid = bad.long()
@@ -210,14 +217,13 @@ class SurveyFitness:
         texts: list[list[str]] = [[""] * R for _ in range(N)]
         bad = torch.zeros(N, dtype=torch.bool)
         for n0, n1 in self._candidate_chunks(N):
-            for chunk in self.chunks:
-                cache, logits, mask, rows, nc, r = self._forward_rows(prompts, n0, n1, chunk)
+            for cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
                 bad[n0:n1] |= ~torch.isfinite(logits.float()).all(-1).view(nc, r).all(-1).cpu()
                 tokens = decode_more(self.backbone, cache, torch.nan_to_num(logits), mask,
                                      self.answering.max_new_tokens, self.answering.temperature, gen)
                 decoded = self.backbone.tokenizer.batch_decode(tokens, skip_special_tokens=True)
                 for i, text in enumerate(decoded):
-                    c, j = n0 + i // r, rows.start + i % r
+                    c, j = n0 + i // r, int(rows[i % r])
                     texts[c][j] = text
                     values[c, j] = parse_answer(text, K)
         invalid = values.isnan().sum(-1)
@@ -244,6 +250,17 @@ class SurveyFitness:
             losses = torch.where(failed, torch.full_like(losses, FAILED_LOSS), losses)
         return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, texts)
 
+    def require_answers(self, results: Sequence[FitnessResult], what: str) -> None:
+        """Refuse to go on when no answer in any of `results` (first candidate) could be read in generate mode:
+        every index would be the scale midpoint, and a search would see a flat loss."""
+        if self.answering.mode != "generate" or any(int(r.invalid[0]) < self.num_rows for r in results):
+            return
+        sample = next((t.strip() for r in results for t in r.texts[0] if t.strip()), "")
+        raise CulturalignError(
+            f"{what} gave no answer 1..{self.K} to any of the {self.num_rows} questions in generate mode "
+            f"({f'e.g. {sample[:40]!r}' if sample else 'every answer was empty'}); use --answering.mode logits, a larger --answering.max_new_tokens, or an instruct model"
+        )
+
     def describe(self) -> dict[str, Any]:
         """What a result depends on, recorded beside every number."""
         return {
@@ -255,6 +272,28 @@ class SurveyFitness:
             "loss_weights": self.scoring.weights,
             "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction")},
         }
+
+
+def length_buckets(lengths: Sequence[int], max_rows: int, bucket_cost: int) -> list[list[int]]:
+    """Split rows into buckets of similar length: minimise sum(rows x longest) + bucket_cost per
+    bucket (exact DP over the length-sorted rows), at most `max_rows` rows per bucket.
+
+    Returns row indices per bucket, shortest bucket first.
+    """
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    ls = [lengths[j] for j in order]
+    n = len(ls)
+    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - max_rows), j):
+            c = best[i] + (j - i) * ls[j - 1] + bucket_cost
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    out, j = [], n
+    while j > 0:
+        out.append(order[cut[j]:j])
+        j = cut[j]
+    return out[::-1]
 
 
 def parse_answer(text: str, num_answers: int = 5) -> float:
