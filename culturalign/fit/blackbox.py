@@ -113,7 +113,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
         if is_main:
             print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, best loss {best_loss:.3f})")
 
-    meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init": result_summary(ctx.fitness, init),
+    meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init_prompt": result_summary(ctx.fitness, init),
                  "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget}}
     if is_main:
         (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)

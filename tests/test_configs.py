@@ -1,0 +1,40 @@
+"""Every shipped YAML in configs/ parses against the real CLI, and its optimizer resolves to an installed class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from culturalign.cli import build_parser
+from culturalign.optimizers.base import Optimizer, discover
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"de_cpu.yaml", "de_llama3_8b_gpu.yaml", "cmaes_cpu.yaml", "pso_cpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_optimizer_resolves(path):
+    raw = yaml.safe_load(path.read_text())
+    parser = build_parser()
+    cfg = parser.parse_args(["fit", "--config", str(path)])
+    # Values from the file arrive, not the defaults (a misspelt key would have failed parsing).
+    assert cfg.fit.search.budget == raw["search"]["budget"] and cfg.fit.model.name == raw["model"]["name"]
+    init = parser.instantiate_classes(cfg).fit  # dataclass validation (__post_init__) runs here
+    optimizer = init.optimizer
+    assert isinstance(optimizer, Optimizer)
+    assert discover()[optimizer.name] is type(optimizer)
+    assert optimizer.name == raw["optimizer"]["class_path"].rsplit(".", 1)[-1]
+    for key, value in raw["optimizer"].get("init_args", {}).items():
+        assert getattr(optimizer, key) == value, key
+
+
+def test_make_run_config_is_the_paper_method_on_the_embedded_model():
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "de_cpu.yaml").read_text())
+    assert cfg["optimizer"]["class_path"] == "DE" and cfg["model"]["name"] == "embedded"
+    assert cfg["target"]["country"] == "SAU"

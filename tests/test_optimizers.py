@@ -1,0 +1,219 @@
+"""Every registered black-box optimizer, built-in or plugin, through the same checks on the tiny model.
+
+A few generations through the CLI, a state round trip through the allow-list unpickler, and exact
+resume: stopped at generation k (by budget, or SIGKILLed in a subprocess) and resumed, a run ends
+with the same best loss, prompt tensor and history as an uninterrupted one, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from culturalign.checkpoint.format import safe_loads
+from culturalign.cli import run
+from culturalign.errors import CulturalignError
+from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup, discover
+
+BLACKBOX = sorted(name for name, cls in discover().items() if issubclass(cls, BlackBoxOptimizer))
+POP, GENS, K = 4, 3, 1  # population, generations of a full run, generation a run is stopped at
+DOCS = Path(__file__).parents[1] / "docs" / "optimizers.md"
+
+
+def fit_args(model_dir: Path, root: Path, name: str, optimizer: str, generations: int, resume: str) -> list[str]:
+    return ["fit", "--optimizer", optimizer, "--optimizer.popsize", str(POP), "--model", str(model_dir),
+            "--model.dtype", "float32", "--prompt.num_virtual_tokens", "4", "--survey.heldout", "[]",
+            "--search.dim", "8", "--search.budget", str(POP * generations), "--run.seed", "3",
+            "--run.root", str(root), "--run.name", name, "--run.resume", resume]
+
+
+def outcome(run_dir: Path) -> tuple[float, torch.Tensor, list[list[str]]]:
+    """Best loss, best prompt tensor, history without the wall-clock column."""
+    meta = json.loads((run_dir / "meta.json").read_text())
+    prompt = load_file(str(run_dir / "adapter_model.safetensors"))["prompt_embeddings"]
+    rows = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()]
+    seconds = rows[0].index("seconds")
+    return meta["best_loss"], prompt, [r[:seconds] + r[seconds + 1:] for r in rows]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    loss_a, prompt_a, hist_a = outcome(a)
+    loss_b, prompt_b, hist_b = outcome(b)
+    assert len(hist_a) == GENS + 1  # header + one row per generation
+    assert hist_a == hist_b
+    assert loss_a == loss_b
+    assert torch.equal(prompt_a, prompt_b)
+
+
+def test_shipped_optimizers_are_registered():
+    missing = {"DE", "CMAES", "PSO"} - set(BLACKBOX)
+    assert not missing, f"{missing} not installed: run `pip install -e plugins/cmaes -e plugins/pso` (make install)"
+    assert "GD" in discover() and "GD" not in BLACKBOX  # registered the same way, but not ask/tell
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir, tmp_path_factory):
+    """One full reference run per optimizer, made on first use."""
+    root = tmp_path_factory.mktemp("reference")
+    done: dict[str, Path] = {}
+
+    def get(optimizer: str) -> Path:
+        if optimizer not in done:
+            run(fit_args(tiny_model_dir, root, optimizer, optimizer, GENS, "false"))
+            done[optimizer] = root / optimizer
+        return done[optimizer]
+
+    return get
+
+
+@pytest.mark.parametrize("optimizer", BLACKBOX)
+def test_runs_a_few_generations(optimizer, uninterrupted, tiny_backbone):
+    run_dir = uninterrupted(optimizer)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["optimizer"]["name"] == optimizer and meta["optimizer"]["config"]["popsize"] == POP
+    hist = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert [int(float(h[1])) for h in hist] == [POP * g for g in range(1, GENS + 1)]
+    best = [float(h[2]) for h in hist]
+    assert best == sorted(best, reverse=True) and best[-1] <= min(float(h[4]) for h in hist)
+    # The saved prompt really scores the reported best loss under the same fitness.
+    from culturalign.checkpoint.format import load_prompt
+    from culturalign.survey.definition import load_survey
+    from culturalign.survey.fitness import Answering, SurveyFitness
+    from culturalign.survey.scoring import Scoring
+
+    prompt, _ = load_prompt(run_dir)
+    fitness = SurveyFitness(tiny_backbone, load_survey("vsm13"), meta["target"]["scores"], Scoring(), Answering())
+    assert float(fitness(prompt).losses[0]) == pytest.approx(meta["best_loss"], abs=1e-9)
+
+
+@pytest.mark.parametrize("dim", [12, 2000])  # 2000: CMA-ES switches to a diagonal covariance
+@pytest.mark.parametrize("optimizer", BLACKBOX)
+def test_state_round_trip(optimizer, dim):
+    """Population size is what was asked; state survives bytes -> safe_loads and continues identically;
+    numpy's global generator is neither used nor disturbed (so resume cannot depend on it)."""
+    cls = discover()[optimizer]
+
+    def fresh() -> BlackBoxOptimizer:
+        opt = cls(popsize=5)
+        opt.setup(SearchSetup(dim=dim, budget=60, sigma=0.5, seed=7))
+        return opt
+
+    def generation(opt: BlackBoxOptimizer) -> np.ndarray:
+        z = opt.ask()
+        opt.tell(z, ((z - 0.3) ** 2).sum(1))
+        return z
+
+    a = fresh()
+    np.random.seed(1)
+    for _ in range(3):
+        assert generation(a).shape == (5, dim)
+    assert np.random.rand() == np.random.RandomState(1).rand()  # the global generator was not touched
+    data = a.state_bytes()
+    safe_loads(data)  # the state only names allow-listed types
+    b = fresh()
+    np.random.seed(12345)  # a process that resumes has another global generator state
+    b.load_state(data)
+    for _ in range(3):
+        assert np.array_equal(generation(a), generation(b))
+    assert a.recommend().shape == (dim,) and np.array_equal(a.recommend(), b.recommend())
+
+
+@pytest.mark.parametrize("optimizer", BLACKBOX)
+def test_resume_after_generation_k_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
+    run(fit_args(tiny_model_dir, tmp_path, "split", optimizer, K, "false"))
+    assert len((tmp_path / "split" / "history.csv").read_text().splitlines()) == K + 1
+    run(fit_args(tiny_model_dir, tmp_path, "split", optimizer, GENS, "true"))
+    assert_same_run(uninterrupted(optimizer), tmp_path / "split")
+
+
+def _last_step(run_dir: Path) -> int:
+    """Generation of the resume point; a kill mid-swap leaves it in last.old (what resume falls back to)."""
+    for name in ("last", "last.old"):
+        try:
+            return int(json.loads((run_dir / name / "meta.json").read_text())["step"])
+        except (OSError, ValueError, KeyError):  # not written yet, or mid-swap
+            continue
+    return 0
+
+
+@pytest.mark.parametrize("optimizer", BLACKBOX)
+def test_sigkill_then_resume_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
+    args = fit_args(tiny_model_dir, tmp_path, "killed", optimizer, GENS, "false")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "culturalign.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while _last_step(tmp_path / "killed") < K and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    step = _last_step(tmp_path / "killed")
+    assert K <= step < GENS, f"killed with the resume point at generation {step}"
+    run(fit_args(tiny_model_dir, tmp_path, "killed", optimizer, GENS, "true"))
+    assert_same_run(uninterrupted(optimizer), tmp_path / "killed")
+
+
+# -- plugins on the path -------------------------------------------------------------------------
+
+def _docs_example() -> tuple[str, dict]:
+    """The example plugin of docs/optimizers.md: its module source and its pyproject."""
+    blocks = re.findall(r"```(python|toml)\n(.*?)```", DOCS.read_text(), re.S)
+    module = next(code for lang, code in blocks if lang == "python" and "class RandomSearch" in code)
+    pyproject = next(code for lang, code in blocks if lang == "toml" and "culturalign.optimizers" in code)
+    return module, tomllib.loads(pyproject)
+
+
+def _put_plugin_on_path(where: Path, dist: str, version: str, entry_points: dict[str, str], monkeypatch) -> None:
+    """What `pip install` leaves behind, minus the copying: a module folder with a dist-info on sys.path."""
+    info = where / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("[culturalign.optimizers]\n" + "\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(where))
+
+
+def test_throwaway_plugin_runs_by_name(tiny_model_dir, tmp_path, monkeypatch):
+    module, pyproject = _docs_example()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "culturalign_randomsearch.py").write_text(module)
+    eps = pyproject["project"]["entry-points"]["culturalign.optimizers"]
+    _put_plugin_on_path(site, pyproject["project"]["name"], pyproject["project"]["version"], eps, monkeypatch)
+    assert "RandomSearch" in discover()
+    args = fit_args(tiny_model_dir, tmp_path, "rs", "RandomSearch", 2, "false") + ["--optimizer.decay", "0.8"]
+    result = run(args)
+    meta = json.loads((tmp_path / "rs" / "meta.json").read_text())
+    assert meta["optimizer"] == {"name": "RandomSearch", "config": {"popsize": POP, "decay": 0.8}}
+    assert result["evaluations"] == 2 * POP and result["best_loss"] == meta["best_loss"]
+
+
+def test_two_plugins_with_one_name_fail_naming_both(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    module, _ = _docs_example()
+    for dist, version in (("culturalign-dup-a", "0.1"), ("culturalign-dup-b", "0.2")):
+        site = tmp_path / dist
+        (site).mkdir()
+        (site / "culturalign_randomsearch.py").write_text(module)
+        _put_plugin_on_path(site, dist, version, {"Twin": "culturalign_randomsearch:RandomSearch"}, monkeypatch)
+    with pytest.raises(CulturalignError, match="Twin") as err:
+        discover()
+    assert "culturalign-dup-a 0.1" in str(err.value) and "culturalign-dup-b 0.2" in str(err.value)
+    with pytest.raises(SystemExit) as exc:
+        run(["fit", "--optimizer", "DE", "--model", str(tiny_model_dir)])
+    message = capsys.readouterr().err
+    assert exc.value.code == 2 and "culturalign-dup-a" in message and "culturalign-dup-b" in message
