@@ -72,7 +72,7 @@ def no_reuse_answers(fitness: SurveyFitness, prompts: torch.Tensor) -> torch.Ten
 
 
 def _path(name: str, candidates: int, best: float, times: list[float], tokens: int, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "candidates": candidates, "seconds": round(best, 4), "seconds_all": [round(t, 4) for t in times],
+    return {"name": name, "candidates": candidates, "seconds": best, "seconds_all": [round(t, 4) for t in times],
             "candidates_per_s": candidates / best, "seconds_per_candidate": best / candidates,
             "tokens_per_candidate": tokens, "tokens_per_s": tokens * candidates / best, **extra}
 
