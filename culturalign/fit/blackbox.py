@@ -127,6 +127,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                dynamic_ncols=True)
     started = time.time()
     stop_reason = "budget"
+    resumed_at, last_seconds = len(history), elapsed_before
     with _StopFlag(verbose=is_main) as stop:
         while evaluations < search.budget:
             # Clocks and signals differ between ranks: rank 0 decides, and sends its decision with
@@ -152,7 +153,8 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                 raise CulturalignError("fitness returned NaN for some candidates; this is a bug, please report it")
             evaluations += len(losses)
             i = int(np.argmin(losses))
-            if losses[i] < best_loss:
+            improved = bool(losses[i] < best_loss)
+            if improved:
                 best_loss, best_prompt = float(losses[i]), prompts[i].clone()
             seconds = elapsed_before + time.time() - started
             history.append([len(history) + 1, evaluations, best_loss, float(losses.mean()), float(losses[i]), seconds])
@@ -160,7 +162,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                 optimizer.tell(z, losses)
                 meta = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": best_loss,
                         "seconds": seconds, "optimizer": ctx.meta["optimizer"]}
-                if losses[i] <= best_loss:
+                if improved:
                     save_prompt(ctx.run_dir, best_prompt, meta, ctx.backbone.model.config)
                 save_last(ctx.run_dir, best_prompt, meta,
                           {"optimizer": optimizer.state_bytes(), "history": torch.tensor(history, dtype=torch.float64)},
@@ -170,9 +172,10 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                                      "evals_per_s": evaluations / max(seconds, 1e-9)}, step=len(history))
                 bar.update(len(losses))
                 bar.set_postfix(gen=len(history), best=f"{best_loss:.2f}", mean=f"{losses.mean():.2f}",
-                                evals_s=f"{len(losses) / max(1e-9, history[-1][5] - (history[-2][5] if len(history) > 1 else elapsed_before)):.2f}")
+                                evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}")
+            last_seconds = seconds
     bar.close()
-    if stop_reason == "budget" and evaluations >= search.budget and resumed is not None and not history:
+    if stop_reason == "budget" and resumed is not None and len(history) == resumed_at:
         stop_reason = "already complete"
     summary = {}
     if is_main:
