@@ -8,16 +8,16 @@ from culturalign.checkpoint.format import load_prompt
 from culturalign.commands.common import ModelArgs
 from culturalign.errors import CulturalignError
 from culturalign.model.chat import chat_ids
-from culturalign.model.prefix_cache import decode_more, prefill, suffix_last_logits
+from culturalign.model.prefix_cache import decode_more, prefill_rows
 
 
 def generate_text(backbone, prompt: torch.Tensor | None, question: str, max_new_tokens: int = 64,
                   temperature: float = 0.0, seed: int = 0, system: str | None = None) -> str:
     """One answer, decoded through the same cache path as the survey's generate mode."""
-    ids = torch.tensor(chat_ids(backbone.tokenizer, question, system))
+    ids = torch.tensor([chat_ids(backbone.tokenizer, question, system)])
     with torch.inference_mode():
-        cache, L = prefill(backbone, None if prompt is None else prompt.unsqueeze(0), ids[:-1], 1)
-        logits, mask = suffix_last_logits(backbone, cache, L, 1, ids[-1:].unsqueeze(0), torch.ones(1, 1, dtype=torch.long))
+        soft = None if prompt is None else prompt.unsqueeze(0)
+        cache, logits, mask = prefill_rows(backbone, soft, ids, torch.ones_like(ids))
         gen = torch.Generator(device=backbone.device).manual_seed(seed)
         tokens = decode_more(backbone, cache, logits, mask, max_new_tokens, temperature, gen)
     return backbone.tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
