@@ -22,7 +22,7 @@ SHORTHANDS = {"--model": "name", "--target": "country", "--survey": "name", "--d
 # jsonargparse has no positional form for a list with a default.
 POSITIONAL_LISTS = {"evaluate": "--runs"}
 # List options that take space-separated values (`--survey.paraphrases 1 2`), as users type them.
-LIST_OPTIONS = ("--survey.paraphrases", "--survey.heldout")
+LIST_OPTIONS = ("--survey.paraphrases", "--survey.heldout", "--survey.validation")
 # Boolean options that may be given bare, like --json (`culturalign bench --quick`).
 BARE_FLAGS = ("--quick",)
 

@@ -75,6 +75,22 @@ def test_cdeval_cleaning_and_counterbalancing():
     assert [e.label for e in low] == [1 - e.label for e in exs]
 
 
+def test_cdeval_statement_format_judges_each_option_alone():
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    exs = cdeval.statements(rows, "IVR", high=True)
+    assert len(exs) == 2 * 17
+    ivr = [r for r in rows if r["Dimension"] == "IVR"]
+    for g, row in enumerate(ivr):
+        pref, other = [e for e in exs if e.group == g]
+        assert (pref.order, pref.label, other.order, other.label) == (0, 0, 1, 1)  # "1" = yes for the high pole only
+        assert f"Proposed answer: {row['Option 1']}\n" in pref.text and row["Option 2"] not in pref.text
+        assert f"Proposed answer: {row['Option 2']}\n" in other.text and row["Option 1"] not in other.text
+    # Always "yes" scores 1.0 on the preferred options and 0.0 on the others: the per-order columns show it.
+    assert Counter(e.label for e in exs) == {0: 17, 1: 17}
+    low = cdeval.statements(rows, "IVR", high=False)
+    assert [e.text for e in low if e.order == 0] == [e.text for e in exs if e.order == 1]
+
+
 def test_cdeval_direction_from_target():
     assert cdeval.preferred_high("IVR", "target", SAU) is False  # Saudi Arabia 14: restraint
     assert cdeval.preferred_high("IVR", "target", {"IVR": 68}) is True

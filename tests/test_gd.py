@@ -122,6 +122,16 @@ def test_cli_cdeval_cv_writes_folds_and_resumes(tiny_model_dir, tmp_path, capsys
     assert again["folds"][2]["epochs_run"] == 2
 
 
+def test_cli_cdeval_statement_format_names_its_columns(tiny_model_dir, tmp_path):
+    out = gd(tiny_model_dir, tmp_path, "--data", "cdeval_ivr", "--data.format", "statement", "--data.path", str(FIXTURE),
+             "--cv.folds", "2", "--optimizer.epochs", "1", "--run.name", "st")
+    assert out["data"]["format"] == "statement" and out["data"]["rows"] == 2 * out["data"]["questions"]
+    text = (tmp_path / "st" / "report.md").read_text()
+    assert "acc preferred option" in text and "acc other option" in text
+    for fold in out["folds"]:
+        assert 0 <= fold["test"]["acc_order0"] <= 1 and 0 <= fold["test"]["acc_order1"] <= 1
+
+
 def test_cli_refuses_changed_folds_on_resume(tiny_model_dir, tmp_path):
     base = ["--data", "cdeval_idv", "--data.path", str(FIXTURE), "--optimizer.epochs", "1", "--run.name", "r"]
     gd(tiny_model_dir, tmp_path, *base, "--cv.folds", "2")
@@ -143,15 +153,32 @@ def test_cli_synthetic_vsm13_reports_survey_before_after(tiny_model_dir, tmp_pat
 
 def test_cli_survey_objective_multi_wording_with_heldout(tiny_model_dir, tmp_path):
     out = gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.paraphrases", "1", "2",
-             "--survey.heldout", "vsm13_blocks", "--optimizer.lr", "0.3", "--optimizer.epochs", "1",
+             "--survey.heldout", "vsm13_blocks", "vsm13@5", "--optimizer.lr", "0.3", "--optimizer.epochs", "1",
              "--data.steps_per_epoch", "3", "--optimizer.wording_dropout", "0.3", "--run.name", "sv")
-    assert len(out["survey"]) == 3 and out["data"]["heldout"] == ["vsm13_blocks"]
+    assert len(out["survey"]) == 3 and out["data"]["heldout"] == ["vsm13@5", "vsm13_blocks"]
     s = out["folds"][0]["survey"]
     assert s["after"]["loss"] < s["before"]["loss"]  # the survey loss itself went down
-    assert set(s["after"]["heldout"]) == {"vsm13_blocks"} and s["no_prompt"]["loss"] > 0
+    assert set(s["after"]["heldout"]) == {"vsm13_blocks", "vsm13@5"} and s["no_prompt"]["loss"] > 0
+    assert s["history"] and all(h["seconds"] > 0 for h in s["history"])  # for loss-against-time plots
     assert out["folds"][0]["global_step"] == 3
     text = (tmp_path / "sv" / "report.md").read_text()
-    assert "held-out vsm13_blocks" in text and "GD best" in text
+    assert "held-out vsm13_blocks" in text and "held-out vsm13@5" in text and "GD best" in text
+
+
+def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_dir, tmp_path):
+    out = gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.validation", "vsm13@4", "--survey.heldout", "vsm13@5",
+             "--optimizer.lr", "0.3", "--optimizer.epochs", "3", "--data.steps_per_epoch", "1", "--run.name", "va")
+    fold = out["folds"][0]
+    history = fold["survey"]["history"]
+    val = [h["heldout"]["validation vsm13@4"] for h in history]
+    assert len(val) == 3
+    # The best checkpoint is the epoch with the lowest validation-wording loss, not training loss.
+    assert fold["best"]["epoch"] == history[val.index(min(val))]["epoch"]
+    assert fold["best"]["val_loss"] == pytest.approx(min(val), rel=1e-4)
+    with pytest.raises(SystemExit) as err:
+        gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.validation", "vsm13@5", "--survey.heldout", "vsm13@5",
+           "--run.name", "bad")
+    assert err.value.code == 2
 
 
 def test_cli_token_sweep_writes_plot_and_table(tiny_model_dir, tmp_path):

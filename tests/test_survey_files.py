@@ -105,3 +105,16 @@ def test_blocks_file_is_differently_structured() -> None:
         assert sum(map(len, blocks["scales"][scale])) > sum(map(len, main["scales"][scale])), scale
     main_texts = {t for it in main["items"] for t in (it["text"], *it["paraphrases"])}
     assert not main_texts & {it["text"] for it in blocks["items"]}
+
+
+def test_paraphrase_wording_by_name() -> None:
+    from culturalign.errors import CulturalignError
+    from culturalign.survey.definition import load_survey
+
+    doc = _load("vsm13.yaml")
+    fifth = load_survey("vsm13@5")
+    assert fifth.wording == "paraphrase5"
+    assert [it.text for it in fifth.items] == [it["paraphrases"][4] for it in doc["items"]]
+    for bad in ("vsm13@6", "vsm13@0"):
+        with pytest.raises(CulturalignError, match="paraphrase"):
+            load_survey(bad)

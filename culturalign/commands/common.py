@@ -53,7 +53,10 @@ class SurveyArgs:
     paraphrases: list[int] = field(default_factory=list)
     """Also ask these paraphrase wordings (1..5) and average the loss over all wordings."""
     heldout: list[str] = field(default_factory=lambda: ["vsm13_blocks"])
-    """Wordings never optimised on, reported at the end (built-in name or file)."""
+    """Wordings never optimised on, reported at the end (built-in name, file, or NAME@k for paraphrase k)."""
+    validation: list[str] = field(default_factory=list)
+    """GD on the survey: wordings never trained on that pick the best checkpoint (early stopping)
+    instead of the training wordings, so the reported held-out wordings stay untouched by selection."""
 
     def wordings(self) -> list[Survey]:
         base = load_survey(self.name)

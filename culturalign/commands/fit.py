@@ -141,6 +141,9 @@ def fit(
     """
     from culturalign.model.soft_prompt import init_prompt
 
+    if overlap := set(survey.heldout) & set(survey.validation):
+        raise CulturalignError(f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
+                               "the checkpoint is not held out: list it in one of the two")
     tgt = target.resolve()
     default_name = f"{optimizer.name.lower()}-{(tgt.iso3 or 'custom').lower()}"
     fabric = make_fabric(launch, Path(run.root).expanduser() / sanitise_run_name(run.name or default_name))
@@ -157,6 +160,8 @@ def fit(
     v0 = init_prompt(backbone, prompt.num_virtual_tokens, prompt.init, init_text, run.seed)
     fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
     heldout = {name: build_fitness(backbone, [load_survey(name)], tgt, scoring, answering) for name in survey.heldout}
+    validation = {name: build_fitness(backbone, [load_survey(name)], tgt, scoring, answering)
+                  for name in survey.validation}
     meta = {
         **fitness.describe(),
         "backbone": backbone_record(backbone),
@@ -167,7 +172,8 @@ def fit(
         "target": target_record(tgt),
         "world_size": 1 if fabric is None else fabric.world_size,
     }
-    ctx = FitContext(backbone, fitness, v0, run_dir, meta, CURRENT_CONFIG_YAML, run.seed, run.resume, heldout)
+    ctx = FitContext(backbone, fitness, v0, run_dir, meta, CURRENT_CONFIG_YAML, run.seed, run.resume, heldout,
+                     validation)
     if isinstance(optimizer, BlackBoxOptimizer):
         from culturalign.fit.blackbox import run_blackbox
 

@@ -28,6 +28,9 @@ DIMENSIONS = ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR")
 COLUMNS = ("Dimension", "Domain", "Question", "Option 1", "Option 2")
 LIST_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s*")
 TEMPLATE = "{question}\n1. {first}\n2. {second}\nAnswer with a single number, 1 or 2."
+# --data.format statement: each option judged on its own (see `statements`).
+STATEMENT_TEMPLATE = ("{question}\nProposed answer: {option}\n"
+                      "Would you give this answer? Answer with a single number: 1 for yes, 2 for no.")
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
@@ -119,6 +122,28 @@ def examples(rows: list[dict[str, str]], dimension: str, high: bool) -> list[Cho
             label = (0 if order == 0 else 1) if high else (1 if order == 0 else 0)
             out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second),
                                      label, g, order, row["Domain"]))
+    if not out:
+        raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
+    return out
+
+
+def statements(rows: list[dict[str, str]], dimension: str, high: bool) -> list[ChoiceExample]:
+    """Each option of every question as a yes/no judgement: "1" (yes) for the preferred pole's option.
+
+    Why: listing both options makes a small model copy the first one (SmolLM2-135M: the pair format
+    carries no content signal at the answer token, docs/gradient.md), whereas judging one option at a
+    time has no option order to exploit. `order` here is 0 for the preferred pole's option and 1 for
+    the other, so the per-order accuracy columns expose a prompt that answers "yes" (or "no") to all.
+    """
+    dimension = dimension.upper()
+    if dimension not in DIMENSIONS:
+        raise CulturalignError(f"CDEval dimension {dimension!r} is unknown; use one of {', '.join(DIMENSIONS)}")
+    out: list[ChoiceExample] = []
+    for g, row in enumerate(r for r in rows if r["Dimension"] == dimension):
+        preferred, other = (row["Option 1"], row["Option 2"]) if high else (row["Option 2"], row["Option 1"])
+        for order, option in enumerate((preferred, other)):
+            out.append(ChoiceExample(STATEMENT_TEMPLATE.format(question=row["Question"], option=option),
+                                     order, g, order, row["Domain"]))
     if not out:
         raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
     return out

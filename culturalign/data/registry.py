@@ -24,6 +24,8 @@ class DataArgs:
     """cdeval_pdi|idv|mas|uai|lto|ivr, synthetic_vsm13, or vsm13 (the survey loss itself)."""
     path: str | None = None
     """Local CDEval JSON/CSV (default: $CULTURALIGN_CDEVAL, else the hub dataset Rykeryuhang/CDEval)."""
+    format: Literal["pair", "statement"] = "pair"
+    """CDEval: pair (both options listed, answer 1 or 2, both orders) or statement (each option judged yes/no)."""
     prefer: Literal["high", "low", "target"] = "high"
     """CDEval pole to learn: high (Option 1: e.g. indulgence), low, or target (the side of 50 of --target's score)."""
     limit: int | None = None
@@ -48,6 +50,7 @@ class ChoiceTask:
     examples: list[Any]
     num_options: int
     description: dict[str, Any] = field(default_factory=dict)
+    order_names: tuple[str, str] = ("order 1-2", "order 2-1")  # what `ChoiceExample.order` 0 / 1 mean, for reports
 
 
 @dataclass
@@ -86,10 +89,13 @@ def _cdeval(dimension: str) -> Builder:
         rows, source = cdeval.load_rows(args.path)
         rows, quirks = cdeval.clean(rows)
         high = cdeval.preferred_high(dimension, args.prefer, ctx.fitness.target)
-        exs = limit_groups(cdeval.examples(rows, dimension, high), args.limit, ctx.seed)
+        make = cdeval.statements if args.format == "statement" else cdeval.examples
+        exs = limit_groups(make(rows, dimension, high), args.limit, ctx.seed)
+        names = ("preferred option", "other option") if args.format == "statement" else ("order 1-2", "order 2-1")
         return ChoiceTask(f"cdeval_{dimension.lower()}", exs, 2, {
             "source": source, "dimension": dimension, "prefer": args.prefer, "pole": "high" if high else "low",
-            "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit, **quirks})
+            "format": args.format, "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit,
+            **quirks}, names)
     return build
 
 
@@ -104,7 +110,7 @@ def _synthetic(args: DataArgs, ctx: Any) -> ChoiceTask:
     return ChoiceTask("synthetic_vsm13", exs, survey.num_answers, {
         "survey": survey.origin, "labels": {str(k): v for k, v in labels.items()},
         "label_indices": implied_indices(survey, labels, ctx.fitness.constants),
-        "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit})
+        "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit}, ("scale as written", "scale reversed"))
 
 
 def _survey(args: DataArgs, ctx: Any) -> SurveyTask:

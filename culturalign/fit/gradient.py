@@ -173,7 +173,7 @@ def _make_module(ctx: Any, gd: Any, task: Any, v0: torch.Tensor, prefix_ids: tor
         f = ctx.fitness
         fits = [SurveyFitness(ctx.backbone, [s], f.target, f.scoring, f.answering) for s in f.surveys]
         objective: Any = SurveyObjective(fits, [n.split(":")[-1] for n in f.describe()["survey"]], gd.wording_dropout,
-                                         ctx.seed)
+                                         ctx.seed, ctx.validation)
     else:
         objective = ChoiceObjective(ctx.backbone, prefix_ids, answer_token_ids(ctx.backbone.tokenizer, task.num_options))
     return SoftPromptModule(ctx.backbone, v0, objective, gd.lr, gd.weight_decay, gd.norm_penalty, gd.init_penalty)
@@ -217,7 +217,7 @@ def _train_fold(ctx: Any, gd: Any, task: Any, data: Any, plan: Any, k: int, fold
     module = _make_module(ctx, gd, task, ctx.v0, prefix)
     best_ckpt = PromptCheckpoint(fold_dir, ctx.run_dir, {**meta, "fold": k}, k, ctx.backbone.model.config)
     last_ckpt = ModelCheckpoint(dirpath=fold_dir, filename="last", save_top_k=0, save_last=True)
-    survey_cb = SurveyFitnessCallback(ctx.fitness, ctx.heldout)
+    survey_cb = SurveyFitnessCallback(ctx.fitness, {**ctx.heldout, **{f"validation {n}": f for n, f in ctx.validation.items()}})
     loggers = [CSVLogger(str(fold_dir), name="logs", version=""), TensorBoardLogger(str(fold_dir), name="tb", version="")]
     trainer = L.Trainer(
         max_epochs=gd.epochs, max_steps=gd.max_steps if gd.max_steps else -1,
@@ -321,7 +321,8 @@ def _table(ctx: Any, task: Any, results: list[dict[str, Any]], stats: dict[str, 
         dims = format_table({"no prompt": s["no_prompt"], "init prompt": s["before"], "GD best": s["after"]},
                             f.survey.dimensions, f.target, f.scoring.loss)
         return "\n".join(lines) + "\n\nDimensions (training wordings, mean):\n\n" + dims
-    lines = ["| fold | best epoch | test loss | test acc | acc order 1-2 | acc order 2-1 | untrained acc 1-2 / 2-1 | "
+    o0, o1 = task.order_names
+    lines = [f"| fold | best epoch | test loss | test acc | acc {o0} | acc {o1} | untrained acc {o0} / {o1} | "
              "VSM13 loss before → after |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         t, b = r["test"], r["baseline"]

@@ -45,6 +45,7 @@ class FitContext:
     seed: int
     resume: bool | Literal["auto"]
     heldout: dict[str, SurveyFitness] = field(default_factory=dict)
+    validation: dict[str, SurveyFitness] = field(default_factory=dict)  # GD on the survey: picks the checkpoint
     started: float = field(default_factory=time.time)
 
 

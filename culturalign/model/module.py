@@ -52,12 +52,18 @@ class ChoiceObjective:
 
 
 class SurveyObjective:
-    """Mean survey loss over wordings; in training each wording is dropped with probability `dropout`."""
+    """Mean survey loss over wordings; in training each wording is dropped with probability `dropout`.
+
+    `validation` wordings (never trained on), when given, are the validation loss, so the best
+    checkpoint is picked by wordings the prompt has not fitted rather than by the training ones.
+    """
 
     num_classes = None
 
-    def __init__(self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0,
+                 validation: dict[str, Any] | None = None) -> None:
         self.fitnesses, self.names, self.dropout, self.seed = fitnesses, names, dropout, seed
+        self.validation = dict(validation or {})
 
     def kept(self, step: int) -> list[int]:
         """Wordings used at this step (seeded by step, so a resumed run drops the same ones); never none."""
@@ -71,9 +77,11 @@ class SurveyObjective:
         if stage == "train":
             losses = [self.fitnesses[w](prompt, grad=True).losses[0] for w in self.kept(step)]
             return torch.stack(losses).mean().float(), {}
+        fits, names = (list(self.validation.values()), list(self.validation)) if stage == "val" and self.validation \
+            else (self.fitnesses, self.names)
         with torch.no_grad():
-            losses = [f(prompt.detach()).losses[0].float() for f in self.fitnesses]
-        return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(self.names, losses)}
+            losses = [f(prompt.detach()).losses[0].float() for f in fits]
+        return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(names, losses)}
 
 
 class SoftPromptModule(L.LightningModule):

@@ -2,11 +2,13 @@
 
 Any Trainer-based fit (GD on CDEval, on the synthetic set, or on the survey itself) logs the same
 numbers the black-box loop optimises, from the same `SurveyFitness`, so GD and DE runs are
-compared on one scale. Logged keys: `survey/<DIM>`, `survey/loss`, `survey/heldout/<wording>`.
+compared on one scale. Logged keys: `survey/<DIM>`, `survey/loss`, `survey/heldout/<wording>`, and
+`survey/seconds` (wall time since the fit started, resumed runs included) for loss-against-time plots.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -22,6 +24,8 @@ class SurveyFitnessCallback(L.Callback):
         self.fitness, self.heldout = fitness, dict(heldout or {})
         self.before: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self._start = time.monotonic()
+        self._offset = 0.0  # seconds already spent before a resume
 
     def score(self, prompt: torch.Tensor | None) -> dict[str, Any]:
         """{'loss', 'dimensions': {DIM: value}, 'heldout': {name: loss}} for one prompt (or None)."""
@@ -35,13 +39,17 @@ class SurveyFitnessCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before is None:
             self.before = self.score(pl_module.prompt)
+        self._start = time.monotonic()
+        self._offset = float(self.history[-1].get("seconds", 0.0)) if self.history else 0.0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row = self.score(pl_module.prompt)
+        row["seconds"] = round(self._offset + time.monotonic() - self._start, 3)
         logs = {f"survey/{d}": v for d, v in row["dimensions"].items()}
         logs["survey/loss"] = row["loss"]
+        logs["survey/seconds"] = row["seconds"]
         logs.update({f"survey/heldout/{k}": v for k, v in row["heldout"].items()})
         pl_module.log_dict(logs, on_epoch=True, batch_size=1)
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})

@@ -69,7 +69,8 @@ class Survey:
         """The survey asked with paraphrase k (0-based) of every item: an alternative wording."""
         missing = [it.id for it in self.items if len(it.paraphrases) <= k]
         if missing:
-            raise CulturalignError(f"survey {self.name!r} has no paraphrase #{k} for items {missing}; use k < 5")
+            raise CulturalignError(f"survey {self.name!r} has no paraphrase {k + 1} for items {missing}; "
+                                   f"use a paraphrase number its file has (vsm13: 1..5)")
         items = tuple(replace(it, text=it.paraphrases[k], paraphrases=()) for it in self.items)
         return replace(self, items=items, wording=f"paraphrase{k + 1}")
 
@@ -108,7 +109,18 @@ def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
 
 
 def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
-    """Load and validate a survey definition (built-in name or YAML path)."""
+    """Load and validate a survey definition (built-in name or YAML path).
+
+    `NAME@k` is paraphrase k (1-based) of NAME's items, e.g. `vsm13@5`: how a held-out wording of
+    the same layout is named on the command line (`--survey.heldout vsm13@5`).
+    """
+    spec = str(name_or_path)
+    wording = re.fullmatch(r"(.+)@(\d+)", spec)
+    if wording and not Path(spec).expanduser().is_file():
+        k = int(wording.group(2))
+        if k < 1:
+            raise CulturalignError(f"survey wording {spec!r}: paraphrase numbers start at 1, e.g. vsm13@1")
+        return load_survey(wording.group(1)).with_paraphrase(k - 1)
     data, origin = _read(name_or_path)
     framework = str(data.get("framework", data.get("name", "custom")))
     base: dict[str, Any] = {}
