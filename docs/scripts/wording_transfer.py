@@ -1,0 +1,69 @@
+"""Does a trained prompt move the same items the same way in every wording? (issue 10)
+
+For each wording (base vsm13, paraphrases 1-5, vsm13_blocks) the script reads the expected answer
+m of all 24 items with no prompt and with a run's prompt, and reports, per wording:
+
+- r(no prompt): correlation of the bare model's 24 answers with its answers in the base wording
+  (does the model read the items the same way when they are reworded?);
+- r(shift): correlation of the prompt's per-item shift (m_prompt - m_none) with the mean shift over
+  the run's training wordings (does the prompt act on the item, or on the sentence?);
+- the L2 loss to the run's target with no prompt and with the prompt.
+
+    python docs/scripts/wording_transfer.py checkpoints/gd-survey-sau-val [more runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from culturalign.checkpoint.format import load_prompt
+from culturalign.model.backbone import load_backbone
+from culturalign.survey.definition import load_survey
+from culturalign.survey.fitness import Answering, SurveyFitness
+from culturalign.survey.scoring import Scoring
+
+WORDINGS = ["vsm13", "vsm13@1", "vsm13@2", "vsm13@3", "vsm13@4", "vsm13@5", "vsm13_blocks"]
+
+
+def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--model", default="embedded")
+    args = ap.parse_args()
+    backbone = load_backbone(args.model)
+    for run in args.runs:
+        prompt, meta = load_prompt(Path(run), backbone)
+        target = meta["target"]["scores"]
+        # meta["survey"] names each training wording, e.g. "builtin:vsm13" or "builtin:vsm13#paraphrase2".
+        trained = [f"vsm13@{s.split('#paraphrase')[-1]}" if "#paraphrase" in s else "vsm13" for s in meta["survey"]]
+        m, loss = {}, {}
+        for w in WORDINGS:
+            fit = SurveyFitness(backbone, [load_survey(w)], target, Scoring(), Answering())
+            none, with_prompt = fit(None), fit(prompt)
+            m[w] = (none.answers[0, 0].double(), with_prompt.answers[0, 0].double())
+            loss[w] = (float(none.losses[0]), float(with_prompt.losses[0]))
+        mean_shift = torch.stack([m[w][1] - m[w][0] for w in trained]).mean(0)
+        rows = [{"wording": w, "trained": w in trained, "r_no_prompt": round(corr(m[w][0], m["vsm13"][0]), 3),
+                 "r_shift": round(corr(m[w][1] - m[w][0], mean_shift), 3),
+                 "loss_no_prompt": round(loss[w][0], 2), "loss_prompt": round(loss[w][1], 2),
+                 "ratio": round(loss[w][1] / loss[w][0], 3)} for w in WORDINGS]
+        print(f"\n{run} (trained on {', '.join(trained)}; target {meta['target']['name']})")
+        print("| wording | trained on | r(no prompt) vs base | r(shift) vs training mean | L2 no prompt | L2 prompt | ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['wording']} | {'yes' if r['trained'] else 'no'} | {r['r_no_prompt']:.2f} | {r['r_shift']:.2f} | "
+                  f"{r['loss_no_prompt']:.2f} | {r['loss_prompt']:.2f} | {r['ratio']:.2f}x |")
+        print(json.dumps({"run": run, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
