@@ -46,13 +46,15 @@ import os
 import shlex
 from pathlib import Path
 
+import torch
+
 from culturalign.checkpoint.format import load_prompt
 from culturalign.fit.blackbox import read_history
 from culturalign.model.backbone import load_backbone
 from culturalign.plots import convergence
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
-from culturalign.survey.scoring import Scoring
+from culturalign.survey.scoring import Scoring, indices, target_loss
 from culturalign.targets.table import resolve_target
 
 root = Path(os.environ["ROOT"])
@@ -63,11 +65,19 @@ target = resolve_target("SAU", "insights2021")
 wordings = {"vsm13": "base wording", "vsm13@5": "paraphrase 5", "vsm13_blocks": "vsm13_blocks"}
 fitness = {w: SurveyFitness(backbone, [load_survey(w)], target.scores, Scoring(), Answering()) for w in wordings}
 none = {w: float(f(None).losses[0]) for w, f in fitness.items()}
+# A neutral respondent answers the middle of every scale: every index equals its constant C.
+survey, scoring = load_survey("vsm13"), Scoring()
+middle = torch.full((1, len(survey.items)), (survey.num_answers + 1) / 2, dtype=torch.float64)
+neutral = float(target_loss(indices(middle, survey, scoring.constants_for(survey)), survey.dimensions,
+                            target.scores, scoring)[0])
 
 runs = {"equal-de": ("DE", "base wording"), "equal-cmaes": ("CMA-ES", "base wording"),
         "equal-gd-survey": ("GD on the survey", "base wording"),
         "equal-gd-synthetic": ("GD on synthetic labels", "paraphrases 1-5 (CE)")}
-curves, rows = {}, []
+curves = {}
+rows = ["| no prompt | | | " + " | ".join(f"{none[w]:.2f}" for w in wordings) + " |",
+        "| neutral respondent (every answer in the middle: all indices = C) | | | "
+        + " | ".join(f"{neutral:.2f} ({neutral / none[w]:.2f}x)" for w in wordings) + " |"]
 for name, (label, trained) in runs.items():
     run_dir = root / name
     meta = json.loads((run_dir / "meta.json").read_text())
