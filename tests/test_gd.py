@@ -175,6 +175,8 @@ def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_
     # The best checkpoint is the epoch with the lowest validation-wording loss, not training loss.
     assert fold["best"]["epoch"] == history[val.index(min(val))]["epoch"]
     assert fold["best"]["val_loss"] == pytest.approx(min(val), rel=1e-4)
+    head = (tmp_path / "va" / "report.md").read_text().splitlines()[0]
+    assert "| validation vsm13@4 |" in head and "held-out vsm13@5" in head
     with pytest.raises(SystemExit) as err:
         gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.validation", "vsm13@5", "--survey.heldout", "vsm13@5",
            "--run.name", "bad")

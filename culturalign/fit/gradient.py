@@ -311,7 +311,9 @@ def _table(ctx: Any, task: Any, results: list[dict[str, Any]], stats: dict[str, 
         r = results[0]
         s = r["survey"]
         names = list(s["after"]["heldout"])
-        head = "| prompt | training wordings loss | " + " | ".join(f"held-out {n}" for n in names) + " |"
+        # Validation wordings (--survey.validation) picked the checkpoint, so they are not called held-out.
+        head = "| prompt | training wordings loss | " + " | ".join(
+            n if n.startswith("validation ") else f"held-out {n}" for n in names) + " |"
         lines = [head, "|---|---|" + "---|" * len(names)]
         for label, row in (("no prompt", s["no_prompt"]), ("init prompt", s["before"]), ("GD best", s["after"])):
             lines.append(f"| {label} | {row['loss']:.2f} | " + " | ".join(f"{row['heldout'][n]:.2f}" for n in names) + " |")
