@@ -177,10 +177,11 @@ def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_
     assert fold["best"]["val_loss"] == pytest.approx(min(val), rel=1e-4)
     head = (tmp_path / "va" / "report.md").read_text().splitlines()[0]
     assert "| validation vsm13@4 |" in head and "held-out vsm13@5" in head
-    with pytest.raises(SystemExit) as err:
-        gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.validation", "vsm13@5", "--survey.heldout", "vsm13@5",
-           "--run.name", "bad")
-    assert err.value.code == 2
+    for bad in (["--data", "vsm13", "--survey.validation", "vsm13@5", "--survey.heldout", "vsm13@5"],  # both roles
+                ["--data", "cdeval_ivr", "--data.path", str(FIXTURE), "--survey.validation", "vsm13@4"]):  # no survey loss
+        with pytest.raises(SystemExit) as err:
+            gd(tiny_model_dir, tmp_path, *bad, "--run.name", "bad")
+        assert err.value.code == 2
 
 
 def test_cli_token_sweep_writes_plot_and_table(tiny_model_dir, tmp_path):

@@ -144,6 +144,9 @@ def fit(
     if overlap := set(survey.heldout) & set(survey.validation):
         raise CulturalignError(f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
                                "the checkpoint is not held out: list it in one of the two")
+    if survey.validation and isinstance(optimizer, BlackBoxOptimizer):
+        raise CulturalignError(f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
+                               "best prompt on the training wordings: use --survey.heldout to report those wordings")
     tgt = target.resolve()
     default_name = f"{optimizer.name.lower()}-{(tgt.iso3 or 'custom').lower()}"
     fabric = make_fabric(launch, Path(run.root).expanduser() / sanitise_run_name(run.name or default_name))

@@ -76,12 +76,15 @@ def _is_main() -> bool:
 
 def run_gradient(ctx: Any, gd: Any, data: Any, cv: CVArgs, sweep: SweepArgs, launch: Any) -> dict[str, Any]:
     """Entry point for `culturalign fit --optimizer GD`: a CV run, or one per T for a sweep."""
-    from culturalign.data.registry import build_task
+    from culturalign.data.registry import SurveyTask, build_task
 
     # Lightning's per-Trainer banners (accelerator, tips) would repeat for every fold.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
     task = build_task(data, ctx)
+    if ctx.validation and not isinstance(task, SurveyTask):
+        raise CulturalignError(f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey loss); "
+                               f"--data {data.name} picks checkpoints on its own validation split (--data.val_fraction)")
     if _is_main():
         (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)
     Ts = sweep.values()

@@ -69,7 +69,8 @@ class Survey:
         """The survey asked with paraphrase k (0-based) of every item: an alternative wording."""
         missing = [it.id for it in self.items if len(it.paraphrases) <= k]
         if missing:
-            raise CulturalignError(f"survey {self.name!r} has no paraphrase {k + 1} for items {missing}; "
+            which = "" if len(missing) == len(self.items) else f" for items {missing}"
+            raise CulturalignError(f"survey {self.name!r} has no paraphrase {k + 1}{which}; "
                                    f"use a paraphrase number its file has (vsm13: 1..5)")
         items = tuple(replace(it, text=it.paraphrases[k], paraphrases=()) for it in self.items)
         return replace(self, items=items, wording=f"paraphrase{k + 1}")

@@ -7,7 +7,12 @@ m of all 24 items with no prompt and with a run's prompt, and reports, per wordi
   (does the model read the items the same way when they are reworded?);
 - r(shift): correlation of the prompt's per-item shift (m_prompt - m_none) with the mean shift over
   the run's training wordings (does the prompt act on the item, or on the sentence?);
-- the L2 loss to the run's target with no prompt and with the prompt.
+- the L2 loss to the run's target with no prompt and with the prompt;
+- the additive floor: the loss wording w would keep if the prompt moved every item by the same
+  amount in every wording and hit the target exactly on average over the training wordings. It is
+  the distance between w's no-prompt indices and the training wordings' mean no-prompt indices
+  (idx_w = idx0_w + W shift = target + idx0_w - mean_t idx0_t): how much of the held-out loss comes
+  from the bare model disagreeing with itself across wordings, before any prompt.
 
     python docs/scripts/wording_transfer.py checkpoints/gd-survey-sau-val [more runs]
 """
@@ -45,23 +50,28 @@ def main() -> None:
         target = meta["target"]["scores"]
         # meta["survey"] names each training wording, e.g. "builtin:vsm13" or "builtin:vsm13#paraphrase2".
         trained = [f"vsm13@{s.split('#paraphrase')[-1]}" if "#paraphrase" in s else "vsm13" for s in meta["survey"]]
-        m, loss = {}, {}
+        m, loss, idx0 = {}, {}, {}
         for w in WORDINGS:
             fit = SurveyFitness(backbone, [load_survey(w)], target, Scoring(), Answering())
             none, with_prompt = fit(None), fit(prompt)
             m[w] = (none.answers[0, 0].double(), with_prompt.answers[0, 0].double())
             loss[w] = (float(none.losses[0]), float(with_prompt.losses[0]))
+            idx0[w] = none.indices[0].double()
         mean_shift = torch.stack([m[w][1] - m[w][0] for w in trained]).mean(0)
+        mean_idx0 = torch.stack([idx0[w] for w in trained]).mean(0)
+        floor = {w: float((idx0[w] - mean_idx0).norm()) for w in WORDINGS}
         rows = [{"wording": w, "trained": w in trained, "r_no_prompt": round(corr(m[w][0], m["vsm13"][0]), 3),
                  "r_shift": round(corr(m[w][1] - m[w][0], mean_shift), 3),
                  "loss_no_prompt": round(loss[w][0], 2), "loss_prompt": round(loss[w][1], 2),
-                 "ratio": round(loss[w][1] / loss[w][0], 3)} for w in WORDINGS]
+                 "ratio": round(loss[w][1] / loss[w][0], 3), "additive_floor": round(floor[w], 2)} for w in WORDINGS]
         print(f"\n{run} (trained on {', '.join(trained)}; target {meta['target']['name']})")
-        print("| wording | trained on | r(no prompt) vs base | r(shift) vs training mean | L2 no prompt | L2 prompt | ratio |")
-        print("|---|---|---|---|---|---|---|")
+        print("| wording | trained on | r(no prompt) vs base | r(shift) vs training mean | L2 no prompt | L2 prompt | ratio | "
+              "additive floor (ratio) |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['wording']} | {'yes' if r['trained'] else 'no'} | {r['r_no_prompt']:.2f} | {r['r_shift']:.2f} | "
-                  f"{r['loss_no_prompt']:.2f} | {r['loss_prompt']:.2f} | {r['ratio']:.2f}x |")
+                  f"{r['loss_no_prompt']:.2f} | {r['loss_prompt']:.2f} | {r['ratio']:.2f}x | "
+                  f"{r['additive_floor']:.2f} ({r['additive_floor'] / r['loss_no_prompt']:.2f}x) |")
         print(json.dumps({"run": run, "rows": rows}))
 
 

@@ -154,6 +154,14 @@ CASES: dict[str, tuple[Callable[[Files], list[str]], tuple[str, ...]]] = {
     "generate-no-answer-in-range": (lambda f: _survey(f, "--answering.mode", "generate", "--answering.max_new_tokens", "2"),
                                     ("gave no answer 1..5 to any of the 24 questions", "--answering.mode logits")),
     "run-name-traversal": (lambda f: _fit(f, "--run.name", "../../etc"), ("'../../etc'", "no '/' or '..'", "e.g. sau-de")),
+    # Wordings
+    "paraphrase-number": (lambda f: _survey(f, "--survey", "vsm13@9"),
+                          ("has no paraphrase 9", "use a paraphrase number its file has (vsm13: 1..5)")),
+    "validation-is-heldout": (lambda f: _fit(f, "--optimizer", "GD", "--survey.validation", "vsm13@4",
+                                             "--survey.heldout", "vsm13@4"),
+                              ("--survey.validation ['vsm13@4'] is also in --survey.heldout", "list it in one of the two")),
+    "validation-with-DE": (lambda f: _fit(f, "--survey.validation", "vsm13@4"),
+                           ("picks a GD checkpoint", "use --survey.heldout")),
 }
 
 
