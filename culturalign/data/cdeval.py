@@ -112,38 +112,39 @@ def preferred_high(dimension: str, prefer: Literal["high", "low", "target"], tar
 
 def examples(rows: list[dict[str, str]], dimension: str, high: bool) -> list[ChoiceExample]:
     """Both option orders of every question of `dimension`; label = the preferred pole's number."""
-    dimension = dimension.upper()
-    if dimension not in DIMENSIONS:
-        raise CulturalignError(f"CDEval dimension {dimension!r} is unknown; use one of {', '.join(DIMENSIONS)}")
     out: list[ChoiceExample] = []
-    for g, row in enumerate(r for r in rows if r["Dimension"] == dimension):
+    for g, row in enumerate(_dimension_rows(rows, dimension)):
         hi, lo = row["Option 1"], row["Option 2"]
         for order, (first, second) in enumerate(((hi, lo), (lo, hi))):
             label = (0 if order == 0 else 1) if high else (1 if order == 0 else 0)
             out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second),
                                      label, g, order, row["Domain"]))
-    if not out:
-        raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
     return out
 
 
 def statements(rows: list[dict[str, str]], dimension: str, high: bool) -> list[ChoiceExample]:
     """Each option of every question as a yes/no judgement: "1" (yes) for the preferred pole's option.
 
-    Why: listing both options makes a small model copy the first one (SmolLM2-135M: the pair format
-    carries no content signal at the answer token, docs/gradient.md), whereas judging one option at a
-    time has no option order to exploit. `order` here is 0 for the preferred pole's option and 1 for
+    Why: listing both options lets a small model answer by position (SmolLM2-135M answers "1" to
+    everything), whereas judging one option at a time has no option order to exploit. (Measured on
+    SmolLM2-135M, neither format carries a content signal at the answer token: docs/gradient.md.) `order` here is 0 for the preferred pole's option and 1 for
     the other, so the per-order accuracy columns expose a prompt that answers "yes" (or "no") to all.
     """
-    dimension = dimension.upper()
-    if dimension not in DIMENSIONS:
-        raise CulturalignError(f"CDEval dimension {dimension!r} is unknown; use one of {', '.join(DIMENSIONS)}")
     out: list[ChoiceExample] = []
-    for g, row in enumerate(r for r in rows if r["Dimension"] == dimension):
+    for g, row in enumerate(_dimension_rows(rows, dimension)):
         preferred, other = (row["Option 1"], row["Option 2"]) if high else (row["Option 2"], row["Option 1"])
         for order, option in enumerate((preferred, other)):
             out.append(ChoiceExample(STATEMENT_TEMPLATE.format(question=row["Question"], option=option),
                                      order, g, order, row["Domain"]))
-    if not out:
-        raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
     return out
+
+
+def _dimension_rows(rows: list[dict[str, str]], dimension: str) -> list[dict[str, str]]:
+    """The cleaned rows of one dimension, in file order (their index is the question's group id)."""
+    dimension = dimension.upper()
+    if dimension not in DIMENSIONS:
+        raise CulturalignError(f"CDEval dimension {dimension!r} is unknown; use one of {', '.join(DIMENSIONS)}")
+    picked = [r for r in rows if r["Dimension"] == dimension]
+    if not picked:
+        raise CulturalignError(f"the CDEval data has no {dimension} rows; check the Dimension column")
+    return picked
