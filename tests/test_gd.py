@@ -15,7 +15,7 @@ from culturalign.data import cdeval
 from culturalign.data.choice import ChoiceDataModule
 from culturalign.data.folds import stratified_folds
 from culturalign.model.chat import answer_token_ids
-from culturalign.model.module import ChoiceObjective, SoftPromptModule, SurveyObjective
+from culturalign.model.module import ChoiceObjective, SoftPromptModule, SurveyObjective, cosine_factor
 from culturalign.model.soft_prompt import init_prompt
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cdeval_small.json"
@@ -46,6 +46,34 @@ def test_training_changes_only_the_prompt(tiny_backbone):
     assert all(p.grad is None and not p.requires_grad for p in tiny_backbone.model.parameters())
     assert not tiny_backbone.model.training
     assert (module.prompt.detach() - v0).abs().max() > 1e-3
+
+
+def test_ema_prompt_is_the_moving_average_of_the_steps_and_is_what_gets_validated(tiny_backbone):
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    exs = cdeval.examples(rows, "IVR", high=True)
+    dm = ChoiceDataModule(exs, tiny_backbone.tokenizer, stratified_folds({e.group: e.stratum for e in exs}, 2, seed=0),
+                          0, batch_size=2)
+    objective = ChoiceObjective(tiny_backbone, dm.prefix_ids, answer_token_ids(tiny_backbone.tokenizer, 2))
+    v0 = init_prompt(tiny_backbone, 4, "random")
+    module = SoftPromptModule(tiny_backbone, v0, objective, lr=0.1, ema=0.5)
+    assert sorted(module.state_dict()) == ["prompt", "prompt_ema"]  # resume carries the average
+
+    class Record(L.Callback):
+        seen: list[torch.Tensor] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # the prompt after each optimizer step
+            self.seen.append(pl_module.prompt.detach().clone())
+
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, precision="32-true", callbacks=[Record()])
+    trainer.fit(module, datamodule=dm)
+    expected = v0.float().clone()
+    for p in Record.seen:
+        expected = 0.5 * expected + 0.5 * p
+    assert len(Record.seen) == 3 and torch.allclose(module.eval_prompt, expected, atol=1e-6)
+    assert not torch.allclose(module.eval_prompt, module.prompt)
+    module.set_eval_prompt(v0)  # the best prompt loaded for testing replaces both
+    assert torch.equal(module.eval_prompt, module.prompt)
 
 
 def test_prefix_cached_choice_logits_match_plain_forward(tiny_backbone):
@@ -182,6 +210,19 @@ def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_
         with pytest.raises(SystemExit) as err:
             gd(tiny_model_dir, tmp_path, *bad, "--run.name", "bad")
         assert err.value.code == 2
+
+
+def test_cosine_schedule_decays_to_the_floor_and_is_saved_for_resume(tiny_model_dir, tmp_path):
+    assert cosine_factor(0, 10, 0.1) == 1.0 and cosine_factor(10, 10, 0.1) == pytest.approx(0.1)
+    assert cosine_factor(5, 10, 0.1) == pytest.approx(0.55) and cosine_factor(99, 10, 0.1) == pytest.approx(0.1)
+    gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--optimizer.lr", "0.2", "--optimizer.lr_schedule", "cosine",
+       "--optimizer.epochs", "10", "--data.steps_per_epoch", "2", "--optimizer.max_steps", "2", "--run.name", "cos")
+    state = torch.load(tmp_path / "cos" / "fold0" / "last.ckpt", weights_only=True)
+    assert state["lr_schedulers"][0]["last_epoch"] == 2
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.2 * cosine_factor(2, 2, 0.1))
+    with pytest.raises(SystemExit) as err:  # cosine needs a known number of steps
+        gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--optimizer.lr_schedule", "cosine", "--run.name", "bad")
+    assert err.value.code == 2
 
 
 def test_cli_token_sweep_writes_plot_and_table(tiny_model_dir, tmp_path):

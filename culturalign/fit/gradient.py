@@ -179,7 +179,8 @@ def _make_module(ctx: Any, gd: Any, task: Any, v0: torch.Tensor, prefix_ids: tor
                                          ctx.seed, ctx.validation)
     else:
         objective = ChoiceObjective(ctx.backbone, prefix_ids, answer_token_ids(ctx.backbone.tokenizer, task.num_options))
-    return SoftPromptModule(ctx.backbone, v0, objective, gd.lr, gd.weight_decay, gd.norm_penalty, gd.init_penalty)
+    return SoftPromptModule(ctx.backbone, v0, objective, gd.lr, gd.weight_decay, gd.norm_penalty, gd.init_penalty,
+                            decay_steps=gd.max_steps if gd.lr_schedule == "cosine" else 0, ema=gd.ema)
 
 
 def _test_metrics(trainer: Any, module: Any, dm: Any) -> dict[str, float]:
@@ -237,12 +238,11 @@ def _train_fold(ctx: Any, gd: Any, task: Any, data: Any, plan: Any, k: int, fold
     train_loss = float(trainer.callback_metrics.get("train_loss_epoch", float("nan")))
 
     if best_ckpt.best_epoch < 0 and trainer.is_global_zero:  # no validation ran (e.g. max_time hit first)
-        save_prompt(fold_dir, module.prompt.detach().cpu(), {**meta, "fold": k, "epoch": trainer.current_epoch},
+        save_prompt(fold_dir, module.eval_prompt.detach().cpu(), {**meta, "fold": k, "epoch": trainer.current_epoch},
                     ctx.backbone.model.config)
     trainer.strategy.barrier()  # rank 0's files are complete before any rank reads them
     best_prompt, best_meta = load_prompt(fold_dir, ctx.backbone, force=True)
-    with torch.no_grad():
-        module.prompt.copy_(best_prompt.to(module.prompt.device))
+    module.set_eval_prompt(best_prompt)
     test = _test_metrics(trainer, module, dm)
     result = {"fold": k, "best": {"epoch": best_meta.get("epoch"), "step": best_meta.get("step"),
                                   "val_loss": best_meta.get("val_loss")},

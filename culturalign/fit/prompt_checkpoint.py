@@ -32,7 +32,7 @@ class PromptCheckpoint(L.Callback):
             self.best, self.best_epoch, self.best_step = loss, trainer.current_epoch, trainer.global_step
             meta = {**self.meta, "fold": self.fold, "epoch": trainer.current_epoch, "step": trainer.global_step,
                     "val_loss": loss}
-            prompt = pl_module.prompt.detach().cpu()
+            prompt = pl_module.eval_prompt.detach().cpu()
             if trainer.is_global_zero:  # DDP: every rank holds the same prompt; one writer
                 save_prompt(self.fold_dir, prompt, meta, self.config)
                 save_last(self.run_dir, prompt, meta, {"fold": torch.tensor([self.fold])}, self.config)

@@ -14,6 +14,8 @@ trained on is an *objective*:
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import lightning as L
@@ -86,10 +88,17 @@ class SurveyObjective:
 
 class SoftPromptModule(L.LightningModule):
     """AdamW on V only. Regularisers: `norm_penalty` * mean squared token norm, `init_penalty` *
-    mean squared per-token distance to the init prompt (both relative to the embedding norm scale)."""
+    mean squared per-token distance to the init prompt (both relative to the embedding norm scale).
+    `decay_steps` > 0: cosine decay of the learning rate to `MIN_LR_FRACTION` of lr over that many steps.
+    `ema` > 0: validation, checkpoints and tests use an exponential moving average of the prompt over
+    optimizer steps (`eval_prompt`); the survey loss is sharp in V, so single iterates jump between
+    wordings' optima while their average sits in a flatter region."""
+
+    MIN_LR_FRACTION = 0.1
 
     def __init__(self, backbone: Backbone, v0: torch.Tensor, objective: Any, lr: float = 0.01,
-                 weight_decay: float = 0.0, norm_penalty: float = 0.0, init_penalty: float = 0.0) -> None:
+                 weight_decay: float = 0.0, norm_penalty: float = 0.0, init_penalty: float = 0.0,
+                 decay_steps: int = 0, ema: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone  # a dataclass, so not registered: never in state_dict, never moved
         self.objective = objective
@@ -97,6 +106,10 @@ class SoftPromptModule(L.LightningModule):
         self.register_buffer("v0", v0.detach().clone().float(), persistent=False)
         self.lr, self.weight_decay = lr, weight_decay
         self.norm_penalty, self.init_penalty = norm_penalty, init_penalty
+        self.decay_steps, self.ema = decay_steps, ema
+        if ema:  # persistent: last.ckpt carries the average, so a resumed run continues it
+            self.register_buffer("prompt_ema", v0.detach().clone().float())
+        self._ema_step = 0
         K = objective.num_classes
         self.metrics = torch.nn.ModuleDict()
         if K:
@@ -104,6 +117,25 @@ class SoftPromptModule(L.LightningModule):
                 for o in (0, 1):
                     self.metrics[f"{stage}_acc_order{o}"] = MulticlassAccuracy(K, average="micro")
                 self.metrics[f"{stage}_acc"] = MulticlassAccuracy(K, average="micro")
+
+    @property
+    def eval_prompt(self) -> torch.Tensor:
+        """The prompt that is validated, saved and tested: the moving average when `ema` is on."""
+        return self.prompt_ema if self.ema else self.prompt
+
+    def set_eval_prompt(self, prompt: torch.Tensor) -> None:
+        """Load a saved (best) prompt as the one to test."""
+        with torch.no_grad():
+            self.prompt.copy_(prompt.to(self.prompt.device))
+            if self.ema:
+                self.prompt_ema.copy_(self.prompt)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # global_step counts optimizer steps, so with gradient accumulation the average moves once per step.
+        if self.ema and self.global_step != self._ema_step:
+            self._ema_step = self.global_step
+            with torch.no_grad():
+                self.prompt_ema.mul_(self.ema).add_(self.prompt.detach(), alpha=1 - self.ema)
 
     def regulariser(self) -> torch.Tensor:
         reg = self.prompt.new_zeros(())
@@ -123,7 +155,7 @@ class SoftPromptModule(L.LightningModule):
         return loss + reg
 
     def _eval_step(self, batch: Any, stage: str) -> None:
-        loss, extra = self.objective.loss(self.prompt, batch, stage, self.global_step)
+        loss, extra = self.objective.loss(self.eval_prompt, batch, stage, self.global_step)
         bs = _batch_size(batch)
         # sync_dist: the mean over all ranks' rows, so every rank picks the same best epoch.
         self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
@@ -147,8 +179,19 @@ class SoftPromptModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW([self.prompt], lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW([self.prompt], lr=self.lr, weight_decay=self.weight_decay)
+        if not self.decay_steps:
+            return opt
+        # Stepped per optimizer step; the scheduler's state is in last.ckpt, so a resumed run continues the decay.
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine_factor(step, self.decay_steps, self.MIN_LR_FRACTION))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def cosine_factor(step: int, total: int, floor: float) -> float:
+    """1 at step 0, `floor` at `total` and after, half a cosine in between."""
+    t = min(step, total) / total
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _batch_size(batch: Any) -> int:

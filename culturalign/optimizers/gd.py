@@ -28,6 +28,10 @@ class GD(Optimizer):
         norm_penalty: Add norm_penalty * mean squared token norm of the prompt.
         init_penalty: Add init_penalty * mean squared per-token distance to the init prompt.
         wording_dropout: Survey objective: drop each training wording from a step with this probability.
+        lr_schedule: constant, or cosine: decay the learning rate to 10% of lr over max_steps (needs max_steps),
+            so the prompt settles and the last checkpoints stop jumping between wordings' optima.
+        ema: Validate, checkpoint and test an exponential moving average of the prompt with this decay per
+            step (0 = off; 0.9 averages over about the last 10 steps).
         precision: auto (bf16 autocast for an fp32 LM on bf16 hardware, else 32-true), 32-true, bf16-mixed.
     """
 
@@ -36,6 +40,7 @@ class GD(Optimizer):
     def __init__(self, lr: float = 0.01, epochs: int = 3, max_steps: int = 0, max_time: float | None = None,
                  batch_size: int = 8, accumulate: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
                  norm_penalty: float = 0.0, init_penalty: float = 0.0, wording_dropout: float = 0.0,
+                 lr_schedule: Literal["constant", "cosine"] = "constant", ema: float = 0.0,
                  precision: Literal["auto", "32-true", "bf16-mixed"] = "auto") -> None:
         if not lr > 0:
             raise CulturalignError(f"optimizer.lr={lr} must be > 0; try 0.01")
@@ -48,12 +53,19 @@ class GD(Optimizer):
             raise CulturalignError("optimizer.weight_decay, grad_clip, norm_penalty and init_penalty must be >= 0")
         if not 0 <= wording_dropout < 1:
             raise CulturalignError(f"optimizer.wording_dropout={wording_dropout} must be in [0, 1); try 0.3")
+        if not 0 <= ema < 1:
+            raise CulturalignError(f"optimizer.ema={ema} must be in [0, 1); try 0.9")
+        if lr_schedule not in ("constant", "cosine"):
+            raise CulturalignError(f"optimizer.lr_schedule={lr_schedule!r} is unknown; use constant or cosine")
+        if lr_schedule == "cosine" and not max_steps:
+            raise CulturalignError("optimizer.lr_schedule=cosine decays over optimizer.max_steps; "
+                                   "set --optimizer.max_steps N (e.g. 120)")
         if precision not in ("auto", "32-true", "bf16-mixed"):
             raise CulturalignError(f"optimizer.precision={precision!r} is unknown; use auto, 32-true or bf16-mixed")
         self.lr, self.epochs, self.max_steps, self.max_time = lr, epochs, max_steps, max_time
         self.batch_size, self.accumulate, self.weight_decay, self.grad_clip = batch_size, accumulate, weight_decay, grad_clip
         self.norm_penalty, self.init_penalty, self.wording_dropout = norm_penalty, init_penalty, wording_dropout
-        self.precision = precision
+        self.lr_schedule, self.ema, self.precision = lr_schedule, ema, precision
 
     def run(self, ctx: Any, launch: Any = None, data: Any = None, cv: Any = None, sweep: Any = None,
             **groups: Any) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from culturalign.survey.fitness import SurveyFitness
 
 
 class SurveyFitnessCallback(L.Callback):
-    """Score the module's `prompt` [T, d] with `fitness` (and each held-out wording) per validation."""
+    """Score the module's `eval_prompt` [T, d] (the moving average when GD runs with ema) with `fitness`
+    (and each held-out wording) per validation."""
 
     def __init__(self, fitness: SurveyFitness, heldout: dict[str, SurveyFitness] | None = None) -> None:
         self.fitness, self.heldout = fitness, dict(heldout or {})
@@ -38,14 +39,14 @@ class SurveyFitnessCallback(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before is None:
-            self.before = self.score(pl_module.prompt)
+            self.before = self.score(pl_module.eval_prompt)
         self._start = time.monotonic()
         self._offset = float(self.history[-1].get("seconds", 0.0)) if self.history else 0.0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        row = self.score(pl_module.prompt)
+        row = self.score(pl_module.eval_prompt)
         row["seconds"] = round(self._offset + time.monotonic() - self._start, 3)
         logs = {f"survey/{d}": v for d, v in row["dimensions"].items()}
         logs["survey/loss"] = row["loss"]
