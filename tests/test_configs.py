@@ -15,7 +15,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 def test_configs_exist():
     names = {p.name for p in CONFIGS}
-    assert {"de_cpu.yaml", "de_llama3_8b_gpu.yaml", "cmaes_cpu.yaml", "pso_cpu.yaml"} <= names
+    assert {"de_cpu.yaml", "de_llama3_8b_gpu.yaml", "cmaes_cpu.yaml", "pso_cpu.yaml", "gd_survey_heldout_cpu.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -24,7 +24,10 @@ def test_config_parses_and_optimizer_resolves(path):
     parser = build_parser()
     cfg = parser.parse_args(["fit", "--config", str(path)])
     # Values from the file arrive, not the defaults (a misspelt key would have failed parsing).
-    assert cfg.fit.search.budget == raw["search"]["budget"] and cfg.fit.model.name == raw["model"]["name"]
+    assert cfg.fit.model.name == raw["model"]["name"]
+    for group in ("search", "data", "survey"):
+        for key, value in raw.get(group, {}).items():
+            assert cfg.fit[group][key] == value, f"{group}.{key}"
     init = parser.instantiate_classes(cfg).fit  # dataclass validation (__post_init__) runs here
     optimizer = init.optimizer
     assert isinstance(optimizer, Optimizer)

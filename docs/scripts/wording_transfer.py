@@ -15,6 +15,13 @@ m of all 24 items with no prompt and with a run's prompt, and reports, per wordi
   from the bare model disagreeing with itself across wordings, before any prompt.
 
     python docs/scripts/wording_transfer.py checkpoints/gd-survey-sau-val [more runs]
+
+`--countries` needs no run: for every country of the table it prints the no-prompt loss on the
+held-out wording and the additive floor as a fraction of it (the floor is the same for every
+target, so a country near the bare model's own answers -- a small no-prompt loss -- is hard to
+bring below 0.5x on a held-out wording, whatever the optimiser):
+
+    python docs/scripts/wording_transfer.py --countries --trained vsm13 vsm13@1 vsm13@2 vsm13@3 --heldout vsm13@5
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from culturalign.model.backbone import load_backbone
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
 from culturalign.survey.scoring import Scoring
+from culturalign.targets.table import load_table
 
 WORDINGS = ["vsm13", "vsm13@1", "vsm13@2", "vsm13@3", "vsm13@4", "vsm13@5", "vsm13_blocks"]
 
@@ -39,12 +47,37 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
+def countries(backbone: object, trained: list[str], heldout: str, source: str) -> None:
+    dims = load_survey(heldout).dimensions
+    neutral = {d: 50.0 for d in dims}  # indices do not depend on the target; the loss is computed below
+    idx0 = {w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), Answering())(None).indices[0].double()
+            for w in [*trained, heldout]}
+    floor = float((idx0[heldout] - torch.stack([idx0[w] for w in trained]).mean(0)).norm())
+    rows = []
+    for t in load_table(source):
+        if set(dims) <= set(t.scores):
+            target = torch.tensor([t.scores[d] for d in dims], dtype=torch.float64)
+            rows.append((t.iso3, t.name, float((idx0[heldout] - target).norm())))
+    rows.sort(key=lambda r: -r[2])
+    print(f"additive floor on {heldout} (trained on {', '.join(trained)}): {floor:.2f}; {len(rows)} countries ({source})")
+    print("| rank | country | L2 no prompt on held-out | floor / no-prompt loss |")
+    print("|---|---|---|---|")
+    for i, (iso, name, loss) in enumerate(rows, 1):
+        print(f"| {i} | {name} ({iso}) | {loss:.1f} | {floor / loss:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+")
+    ap.add_argument("runs", nargs="*")
     ap.add_argument("--model", default="embedded")
+    ap.add_argument("--countries", action="store_true", help="per-country floor table (no run needed)")
+    ap.add_argument("--trained", nargs="+", default=["vsm13", "vsm13@1", "vsm13@2", "vsm13@3"])
+    ap.add_argument("--heldout", default="vsm13@5")
+    ap.add_argument("--source", default="insights2021")
     args = ap.parse_args()
     backbone = load_backbone(args.model)
+    if args.countries:
+        countries(backbone, args.trained, args.heldout, args.source)
     for run in args.runs:
         prompt, meta = load_prompt(Path(run), backbone)
         target = meta["target"]["scores"]
