@@ -15,7 +15,6 @@ trained on is an *objective*:
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import lightning as L
