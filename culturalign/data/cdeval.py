@@ -127,8 +127,9 @@ def statements(rows: list[dict[str, str]], dimension: str, high: bool) -> list[C
 
     Why: listing both options lets a small model answer by position (SmolLM2-135M answers "1" to
     everything), whereas judging one option at a time has no option order to exploit. (Measured on
-    SmolLM2-135M, neither format carries a content signal at the answer token: docs/gradient.md.) `order` here is 0 for the preferred pole's option and 1 for
-    the other, so the per-order accuracy columns expose a prompt that answers "yes" (or "no") to all.
+    SmolLM2-135M, neither format carries a content signal at the answer token: docs/gradient.md.)
+    `order` here is 0 for the preferred pole's option and 1 for the other, so the per-order accuracy
+    columns expose a prompt that answers "yes" (or "no") to all.
     """
     out: list[ChoiceExample] = []
     for g, row in enumerate(_dimension_rows(rows, dimension)):

@@ -47,12 +47,17 @@ def corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
+def additive_floor(idx0: dict[str, torch.Tensor], trained: list[str], wording: str) -> float:
+    """Distance of `wording`'s no-prompt indices from the training wordings' mean (see the docstring)."""
+    return float((idx0[wording] - torch.stack([idx0[w] for w in trained]).mean(0)).norm())
+
+
 def countries(backbone: object, trained: list[str], heldout: str, source: str) -> None:
     dims = load_survey(heldout).dimensions
     neutral = {d: 50.0 for d in dims}  # indices do not depend on the target; the loss is computed below
     idx0 = {w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), Answering())(None).indices[0].double()
             for w in [*trained, heldout]}
-    floor = float((idx0[heldout] - torch.stack([idx0[w] for w in trained]).mean(0)).norm())
+    floor = additive_floor(idx0, trained, heldout)
     rows = []
     for t in load_table(source):
         if set(dims) <= set(t.scores):
@@ -91,8 +96,7 @@ def main() -> None:
             loss[w] = (float(none.losses[0]), float(with_prompt.losses[0]))
             idx0[w] = none.indices[0].double()
         mean_shift = torch.stack([m[w][1] - m[w][0] for w in trained]).mean(0)
-        mean_idx0 = torch.stack([idx0[w] for w in trained]).mean(0)
-        floor = {w: float((idx0[w] - mean_idx0).norm()) for w in WORDINGS}
+        floor = {w: additive_floor(idx0, trained, w) for w in WORDINGS}
         rows = [{"wording": w, "trained": w in trained, "r_no_prompt": round(corr(m[w][0], m["vsm13"][0]), 3),
                  "r_shift": round(corr(m[w][1] - m[w][0], mean_shift), 3),
                  "loss_no_prompt": round(loss[w][0], 2), "loss_prompt": round(loss[w][1], 2),
