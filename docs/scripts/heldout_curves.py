@@ -41,6 +41,11 @@ def main() -> None:
             ax.plot(steps, [h["heldout"][name] / s["no_prompt"]["heldout"][name] for h in history],
                     label=name if name.startswith("validation") else f"held-out {name}")
         best = fold["best"]["step"]
+        for name in s["no_prompt"]["heldout"]:  # the lowest point of each curve, for the text (not a result:
+            low = min(history, key=lambda h: h["heldout"][name])  # picking by it would make it a validation wording)
+            print(f"{Path(run).name}: {name} lowest {low['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x "
+                  f"at step {low['step']}; returned step {best}: "
+                  f"{s['after']['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x")
         for name, v in s["after"]["heldout"].items():
             if not name.startswith("validation"):
                 ax.plot([best], [v / s["no_prompt"]["heldout"][name]], "o", color="k", ms=4)
