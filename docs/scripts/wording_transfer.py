@@ -22,6 +22,8 @@ target, so a country near the bare model's own answers -- a small no-prompt loss
 bring below 0.5x on a held-out wording, whatever the optimiser):
 
     python docs/scripts/wording_transfer.py --countries --trained vsm13 vsm13@1 vsm13@2 vsm13@3 --heldout vsm13@5
+
+`--debias` reads every wording with both answer orders averaged (as `--answering.debias true` does).
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ def additive_floor(idx0: dict[str, torch.Tensor], trained: list[str], wording: s
     return float((idx0[wording] - torch.stack([idx0[w] for w in trained]).mean(0)).norm())
 
 
-def countries(backbone: object, trained: list[str], heldout: str, source: str) -> None:
+def countries(backbone: object, trained: list[str], heldout: str, source: str, answering: Answering) -> None:
     dims = load_survey(heldout).dimensions
     neutral = {d: 50.0 for d in dims}  # indices do not depend on the target; the loss is computed below
-    idx0 = {w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), Answering())(None).indices[0].double()
+    idx0 = {w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), answering)(None).indices[0].double()
             for w in [*trained, heldout]}
     floor = additive_floor(idx0, trained, heldout)
     rows = []
@@ -79,10 +81,12 @@ def main() -> None:
     ap.add_argument("--trained", nargs="+", default=["vsm13", "vsm13@1", "vsm13@2", "vsm13@3"])
     ap.add_argument("--heldout", default="vsm13@5")
     ap.add_argument("--source", default="insights2021")
+    ap.add_argument("--debias", action="store_true", help="read every wording with both answer orders averaged")
     args = ap.parse_args()
     backbone = load_backbone(args.model)
+    answering = Answering(debias=args.debias)
     if args.countries:
-        countries(backbone, args.trained, args.heldout, args.source)
+        countries(backbone, args.trained, args.heldout, args.source, answering)
     for run in args.runs:
         prompt, meta = load_prompt(Path(run), backbone)
         target = meta["target"]["scores"]
@@ -90,7 +94,7 @@ def main() -> None:
         trained = [f"vsm13@{s.split('#paraphrase')[-1]}" if "#paraphrase" in s else "vsm13" for s in meta["survey"]]
         m, loss, idx0 = {}, {}, {}
         for w in WORDINGS:
-            fit = SurveyFitness(backbone, [load_survey(w)], target, Scoring(), Answering())
+            fit = SurveyFitness(backbone, [load_survey(w)], target, Scoring(), answering)
             none, with_prompt = fit(None), fit(prompt)
             m[w] = (none.answers[0, 0].double(), with_prompt.answers[0, 0].double())
             loss[w] = (float(none.losses[0]), float(with_prompt.losses[0]))
