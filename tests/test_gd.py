@@ -212,6 +212,21 @@ def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_
         assert err.value.code == 2
 
 
+def test_select_last_returns_the_prompt_training_ended_with(tiny_model_dir, tmp_path, tiny_backbone):
+    # Validation after step 2 only; step 3 ends training mid-epoch: "last" must still return step 3's prompt.
+    out = gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--survey.validation", "vsm13@4", "--optimizer.lr", "0.3",
+             "--optimizer.select", "last", "--optimizer.epochs", "10", "--data.steps_per_epoch", "2",
+             "--optimizer.max_steps", "3", "--run.name", "last")
+    fold = out["folds"][0]
+    assert fold["global_step"] == 3 and fold["best"]["step"] == 3
+    final = torch.load(tmp_path / "last" / "fold0" / "last.ckpt", weights_only=True)["state_dict"]["prompt"]
+    saved, meta = load_prompt(tmp_path / "last" / "fold0", tiny_backbone, force=True)
+    assert meta["select"] == "last" and torch.equal(saved, final.to(saved.dtype))
+    with pytest.raises(SystemExit) as err:
+        gd(tiny_model_dir, tmp_path, "--data", "vsm13", "--optimizer.select", "first", "--run.name", "bad")
+    assert err.value.code == 2
+
+
 def test_cosine_schedule_decays_to_the_floor_and_is_saved_for_resume(tiny_model_dir, tmp_path):
     assert cosine_factor(0, 10, 0.1) == 1.0 and cosine_factor(10, 10, 0.1) == pytest.approx(0.1)
     assert cosine_factor(5, 10, 0.1) == pytest.approx(0.55) and cosine_factor(99, 10, 0.1) == pytest.approx(0.1)

@@ -219,7 +219,7 @@ def _train_fold(ctx: Any, gd: Any, task: Any, data: Any, plan: Any, k: int, fold
     baseline = _test_metrics(quiet, base_module, dm)
 
     module = _make_module(ctx, gd, task, ctx.v0, prefix)
-    best_ckpt = PromptCheckpoint(fold_dir, ctx.run_dir, {**meta, "fold": k}, k, ctx.backbone.model.config)
+    best_ckpt = PromptCheckpoint(fold_dir, ctx.run_dir, {**meta, "fold": k}, k, ctx.backbone.model.config, gd.select)
     last_ckpt = ModelCheckpoint(dirpath=fold_dir, filename="last", save_top_k=0, save_last=True)
     survey_cb = SurveyFitnessCallback(ctx.fitness, {**ctx.heldout, **{f"validation {n}": f for n, f in ctx.validation.items()}})
     loggers = [CSVLogger(str(fold_dir), name="logs", version=""), TensorBoardLogger(str(fold_dir), name="tb", version="")]
@@ -237,9 +237,7 @@ def _train_fold(ctx: Any, gd: Any, task: Any, data: Any, plan: Any, k: int, fold
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     train_loss = float(trainer.callback_metrics.get("train_loss_epoch", float("nan")))
 
-    if best_ckpt.best_epoch < 0 and trainer.is_global_zero:  # no validation ran (e.g. max_time hit first)
-        save_prompt(fold_dir, module.eval_prompt.detach().cpu(), {**meta, "fold": k, "epoch": trainer.current_epoch},
-                    ctx.backbone.model.config)
+    best_ckpt.save_final(trainer, module)
     trainer.strategy.barrier()  # rank 0's files are complete before any rank reads them
     best_prompt, best_meta = load_prompt(fold_dir, ctx.backbone, force=True)
     module.set_eval_prompt(best_prompt)

@@ -32,6 +32,9 @@ class GD(Optimizer):
             so the prompt settles and the last checkpoints stop jumping between wordings' optima.
         ema: Validate, checkpoint and test an exponential moving average of the prompt with this decay per
             step (0 = off; 0.9 averages over about the last 10 steps).
+        select: Which prompt a fold returns: best (lowest validation loss) or last (the prompt when training
+            stops; validation is still run and reported). One 24-item validation wording is a noisy judge
+            between prompts of a settled run; with max_steps, a decaying schedule and ema, last is the settled one.
         precision: auto (bf16 autocast for an fp32 LM on bf16 hardware, else 32-true), 32-true, bf16-mixed.
     """
 
@@ -41,6 +44,7 @@ class GD(Optimizer):
                  batch_size: int = 8, accumulate: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
                  norm_penalty: float = 0.0, init_penalty: float = 0.0, wording_dropout: float = 0.0,
                  lr_schedule: Literal["constant", "cosine"] = "constant", ema: float = 0.0,
+                 select: Literal["best", "last"] = "best",
                  precision: Literal["auto", "32-true", "bf16-mixed"] = "auto") -> None:
         if not lr > 0:
             raise CulturalignError(f"optimizer.lr={lr} must be > 0; try 0.01")
@@ -60,12 +64,14 @@ class GD(Optimizer):
         if lr_schedule == "cosine" and not max_steps:
             raise CulturalignError("optimizer.lr_schedule=cosine decays over optimizer.max_steps; "
                                    "set --optimizer.max_steps N (e.g. 120)")
+        if select not in ("best", "last"):
+            raise CulturalignError(f"optimizer.select={select!r} is unknown; use best or last")
         if precision not in ("auto", "32-true", "bf16-mixed"):
             raise CulturalignError(f"optimizer.precision={precision!r} is unknown; use auto, 32-true or bf16-mixed")
         self.lr, self.epochs, self.max_steps, self.max_time = lr, epochs, max_steps, max_time
         self.batch_size, self.accumulate, self.weight_decay, self.grad_clip = batch_size, accumulate, weight_decay, grad_clip
         self.norm_penalty, self.init_penalty, self.wording_dropout = norm_penalty, init_penalty, wording_dropout
-        self.lr_schedule, self.ema, self.precision = lr_schedule, ema, precision
+        self.lr_schedule, self.ema, self.select, self.precision = lr_schedule, ema, select, precision
 
     def run(self, ctx: Any, launch: Any = None, data: Any = None, cv: Any = None, sweep: Any = None,
             **groups: Any) -> dict[str, Any]:
