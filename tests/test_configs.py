@@ -43,16 +43,23 @@ def test_make_run_config_is_the_paper_method_on_the_embedded_model():
     assert cfg["target"]["country"] == "SAU"
 
 
-def test_heldout_config_is_the_documented_command():
+HELDOUT = ("--optimizer GD --data vsm13 --target SAU --survey.paraphrases 1 2 3 --survey.validation vsm13@4 "
+           "--survey.heldout vsm13@5 vsm13_blocks --optimizer.wording_dropout 0.5 --optimizer.lr 0.02 "
+           "--optimizer.init_penalty 0.1 --optimizer.lr_schedule cosine --optimizer.ema 0.9 --optimizer.max_steps 120 "
+           "--optimizer.epochs 1000 --data.steps_per_epoch 4")
+
+
+@pytest.mark.parametrize("name, flags", [
+    ("gd_survey_heldout_cpu.yaml", HELDOUT + " --optimizer.max_time 1200"),
+    ("gd_survey_heldout_debias_cpu.yaml",
+     HELDOUT + " --answering.debias true --optimizer.select last --optimizer.max_time 2700"),
+])
+def test_heldout_config_is_the_documented_command(name: str, flags: str):
     """docs/gradient.md reports runs made with flags and says the config holds the same settings."""
-    flags = ("--optimizer GD --data vsm13 --target SAU --survey.paraphrases 1 2 3 --survey.validation vsm13@4 "
-             "--survey.heldout vsm13@5 vsm13_blocks --optimizer.wording_dropout 0.5 --optimizer.lr 0.02 "
-             "--optimizer.init_penalty 0.1 --optimizer.lr_schedule cosine --optimizer.ema 0.9 --optimizer.max_steps 120 "
-             "--optimizer.max_time 1200 --optimizer.epochs 1000 --data.steps_per_epoch 4").split()
     parser = build_parser()
-    path = Path(__file__).parents[1] / "configs" / "gd_survey_heldout_cpu.yaml"
+    path = Path(__file__).parents[1] / "configs" / name
     from_file = parser.parse_args(["fit", "--config", str(path)]).fit.as_dict()
-    from_flags = parser.parse_args(expand_shorthands(["fit", *flags])).fit.as_dict()  # as `culturalign` does
+    from_flags = parser.parse_args(expand_shorthands(["fit", *flags.split()])).fit.as_dict()  # as `culturalign` does
     for cfg in (from_file, from_flags):
         cfg.pop("config", None)
         cfg["run"].pop("name")

@@ -2,8 +2,10 @@
 
 Reads each run's fold0/result.json (the callback's history: training wordings, validation and
 held-out wordings at every validation) and draws one panel per run: training-wording loss, the
-validation wording that picks the checkpoint, and each held-out wording, divided by the no-prompt
-loss of the same wording; the dashed line is the 0.5x goal and the dot marks the chosen checkpoint.
+validation wording, and each held-out wording, divided by the no-prompt loss of the same wording;
+the dashed line is the 0.5x goal and the dot marks the returned checkpoint (the lowest validation
+loss, or the last step with --optimizer.select last). It also prints each held-out curve's lowest
+point and its value at the last validation.
 
     python docs/scripts/heldout_curves.py checkpoints/gd-survey-{sau-cos120-ema,sau-cos120-ema-s1,usa-cos120-ema,ind-cos120-ema,chn-cos120-ema,sau-5w-cos120} \
         --out docs/img/heldout_curves.png
@@ -43,8 +45,10 @@ def main() -> None:
         best = fold["best"]["step"]
         for name in s["no_prompt"]["heldout"]:  # the lowest point of each curve, for the text (not a result:
             low = min(history, key=lambda h: h["heldout"][name])  # picking by it would make it a validation wording)
+            end = history[-1]  # what --optimizer.select last returns when training ends on a validation
             print(f"{Path(run).name}: {name} lowest {low['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x "
-                  f"at step {low['step']}; returned step {best}: "
+                  f"at step {low['step']}; last validation (step {end['step']}) "
+                  f"{end['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x; returned step {best}: "
                   f"{s['after']['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x")
         for name, v in s["after"]["heldout"].items():
             if not name.startswith("validation"):
