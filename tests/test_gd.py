@@ -227,6 +227,20 @@ def test_select_last_returns_the_prompt_training_ended_with(tiny_model_dir, tmp_
     assert err.value.code == 2
 
 
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_a_fold_without_any_validation_or_step_still_saves_its_prompt(tmp_path, select):
+    # e.g. max_time hit before the first step: the init prompt is what the fold returns.
+    from types import SimpleNamespace
+
+    from culturalign.checkpoint.format import read_meta
+    from culturalign.fit.prompt_checkpoint import PromptCheckpoint
+
+    cb = PromptCheckpoint(tmp_path / "fold0", tmp_path, {}, 0, select=select)
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, is_global_zero=True)
+    cb.save_final(trainer, SimpleNamespace(eval_prompt=torch.ones(2, 4)))
+    assert read_meta(tmp_path / "fold0")["step"] == 0 and cb.best_epoch == 0
+
+
 def test_cosine_schedule_decays_to_the_floor_and_is_saved_for_resume(tiny_model_dir, tmp_path):
     assert cosine_factor(0, 10, 0.1) == 1.0 and cosine_factor(10, 10, 0.1) == pytest.approx(0.1)
     assert cosine_factor(5, 10, 0.1) == pytest.approx(0.55) and cosine_factor(99, 10, 0.1) == pytest.approx(0.1)

@@ -38,7 +38,8 @@ class PromptCheckpoint(L.Callback):
     def save_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After fit: with select="last", or when no validation ran (e.g. max_time hit first), keep the
         prompt as training left it, unless the last validation already saved that very step."""
-        if (self.select == "last" or self.best_epoch < 0) and self.best_step != trainer.global_step:
+        saved_this_step = self.best_epoch >= 0 and self.best_step == trainer.global_step
+        if (self.select == "last" or self.best_epoch < 0) and not saved_this_step:
             self.best_epoch, self.best_step = trainer.current_epoch, trainer.global_step
             self._save(trainer, pl_module, {})
 
