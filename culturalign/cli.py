@@ -83,23 +83,70 @@ def expand_shorthands(argv: list[str]) -> list[str]:
     return out
 
 
-def build_parser() -> Any:
+def optimizer_name(argv: list[str]) -> str:
+    """The optimizer a `fit` command line asks for (last --optimizer, else --config's, else DE).
+
+    Read before parsing because the method's own option groups (`--search.*` or `--data.*`) are
+    added to the parser for that optimizer only.
+    """
+    import yaml
+
+    name = "DE"
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        if key in ("--optimizer", "--optimizer.class_path"):
+            name = value if eq else (argv[i + 1] if i + 1 < len(argv) else name)
+        elif key == "--config":
+            path = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                cfg = yaml.safe_load(open(path)) if path and os.path.isfile(path) else None
+            except yaml.YAMLError:
+                cfg = None  # the parser reports the broken file itself
+            opt = cfg.get("optimizer") if isinstance(cfg, dict) else None
+            name = (opt.get("class_path", name) if isinstance(opt, dict) else opt) or name
+    return str(name).rsplit(".", 1)[-1]
+
+
+def _method_groups(argv: list[str], registry: dict[str, type]) -> dict[str, type]:
+    """The chosen optimizer's option groups; a group of another method gets one line naming both."""
+    name = optimizer_name(argv)
+    if name not in registry:
+        raise CulturalignError(f"--optimizer {name} is not installed; installed: {', '.join(sorted(registry))}")
+    groups = registry[name].option_groups()
+    owners: dict[str, list[str]] = {}
+    for other, cls in registry.items():
+        for group in cls.option_groups():
+            owners.setdefault(group, []).append(other)
+    for arg in argv:
+        group = arg.lstrip("-").split(".", 1)[0].split("=", 1)[0]
+        if arg.startswith("--") and group in owners and group not in groups:
+            raise CulturalignError(f"--{group} is an option of {', '.join(sorted(owners[group]))}, not of --optimizer "
+                                   f"{name}; drop it or pick --optimizer {sorted(owners[group])[0]}")
+    return groups
+
+
+def build_parser(argv: list[str] | None = None) -> Any:
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     from culturalign import __version__
     from culturalign.optimizers.base import discover
 
+    argv = argv or []
     # Field docstrings of the argument dataclasses become --help text.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     # Load every optimizer before parsing so `--optimizer NAME` resolves plugins' short class names.
-    discover()
+    registry = discover()
     parser = ArgumentParser(prog="culturalign", description="Align a frozen LLM with a culture through a soft prompt.",
                             version=__version__)
     sub = parser.add_subcommands(dest="command")
+    verb = argv[0] if argv else None
     for name, fn in commands().items():
         p = ArgumentParser(description=(fn.__doc__ or "").strip().splitlines()[0])
         p.add_argument("--config", action=ActionConfigFile, help="YAML config file (see configs/).")
-        p.add_function_arguments(fn, fail_untyped=False, as_group=False)
+        p.add_function_arguments(fn, fail_untyped=False, as_group=False, skip={"invocation"})
+        if name == "fit" and verb == "fit":
+            for group, cls in _method_groups(argv[1:], registry).items():
+                p.add_class_arguments(cls, group, help=(cls.__doc__ or group).strip().splitlines()[0])
         sub.add_subcommand(name, p, help=(fn.__doc__ or "").strip().splitlines()[0])
     return parser
 
@@ -111,20 +158,22 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> Any:
     """Run one command and return its result (tests call this)."""
+    import inspect
+
+    from culturalign.commands.invocation import Invocation
+
     from_command_line = argv is None or list(argv) == sys.argv[1:]  # multi-process launch re-runs sys.argv
     argv = expand_shorthands(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         cfg = parser.parse_args(argv)
         name = cfg.command
         fn = commands()[name]
-        from culturalign.commands import fit as fit_module
-
-        fit_module.CURRENT_CONFIG_YAML = parser.dump(cfg, skip_check=True)
-        fit_module.ARGV_IS_COMMAND_LINE = from_command_line
         init = parser.instantiate_classes(cfg)
         kwargs = {k: v for k, v in vars(init[name]).items() if k != "config"}
+        if "invocation" in inspect.signature(fn).parameters:
+            kwargs["invocation"] = Invocation(parser.dump(cfg, skip_check=True), from_command_line)
         return fn(**kwargs)
     except CulturalignError as err:
         _close_progress_bars()  # else the message lands at the end of a half-drawn bar line

@@ -12,10 +12,10 @@ import torch
 from culturalign.checkpoint.format import load_prompt
 from culturalign.cli import run
 from culturalign.data import cdeval
-from culturalign.data.choice import ChoiceDataModule
+from culturalign.gradient.datamodules import ChoiceDataModule
 from culturalign.data.folds import stratified_folds
 from culturalign.model.chat import answer_token_ids
-from culturalign.model.module import ChoiceObjective, SoftPromptModule, SurveyObjective, cosine_factor
+from culturalign.gradient.module import ChoiceObjective, SoftPromptModule, SurveyObjective, cosine_factor
 from culturalign.model.soft_prompt import init_prompt
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cdeval_small.json"
@@ -233,7 +233,7 @@ def test_a_fold_without_any_validation_or_step_still_saves_its_prompt(tmp_path, 
     from types import SimpleNamespace
 
     from culturalign.checkpoint.format import read_meta
-    from culturalign.fit.prompt_checkpoint import PromptCheckpoint
+    from culturalign.gradient.checkpoint import PromptCheckpoint
 
     cb = PromptCheckpoint(tmp_path / "fold0", tmp_path, {}, 0, select=select)
     trainer = SimpleNamespace(global_step=0, current_epoch=0, is_global_zero=True)

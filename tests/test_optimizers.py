@@ -25,7 +25,9 @@ from safetensors.torch import load_file
 from culturalign.checkpoint.format import safe_loads
 from culturalign.cli import run
 from culturalign.errors import CulturalignError
-from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup, discover
+from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
+from culturalign.optimizers.base import discover
 
 BLACKBOX = sorted(name for name, cls in discover().items() if issubclass(cls, BlackBoxOptimizer))
 POP, GENS, K = 4, 3, 1  # population, generations of a full run, generation a run is stopped at
@@ -43,15 +45,14 @@ def outcome(run_dir: Path) -> tuple[float, torch.Tensor, list[list[str]]]:
     """Best loss, best prompt tensor, history without the wall-clock column."""
     meta = json.loads((run_dir / "meta.json").read_text())
     prompt = load_file(str(run_dir / "adapter_model.safetensors"))["prompt_embeddings"]
-    rows = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()]
-    seconds = rows[0].index("seconds")
-    return meta["best_loss"], prompt, [r[:seconds] + r[seconds + 1:] for r in rows]
+    rows = [[r[c] for c in HISTORY_COLUMNS if c != "seconds"] for r in read_history(run_dir)]
+    return meta["best_loss"], prompt, rows
 
 
 def assert_same_run(a: Path, b: Path) -> None:
     loss_a, prompt_a, hist_a = outcome(a)
     loss_b, prompt_b, hist_b = outcome(b)
-    assert len(hist_a) == GENS + 1  # header + one row per generation
+    assert len(hist_a) == GENS  # one row per generation
     assert hist_a == hist_b
     assert loss_a == loss_b
     assert torch.equal(prompt_a, prompt_b)
@@ -83,10 +84,10 @@ def test_runs_a_few_generations(optimizer, uninterrupted, tiny_backbone):
     run_dir = uninterrupted(optimizer)
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["optimizer"]["name"] == optimizer and meta["optimizer"]["config"]["popsize"] == POP
-    hist = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
-    assert [int(float(h[1])) for h in hist] == [POP * g for g in range(1, GENS + 1)]
-    best = [float(h[2]) for h in hist]
-    assert best == sorted(best, reverse=True) and best[-1] <= min(float(h[4]) for h in hist)
+    hist = read_history(run_dir)  # the run's one metrics log: one row per generation
+    assert [int(h["evaluations"]) for h in hist] == [POP * g for g in range(1, GENS + 1)]
+    best = [h["best_loss"] for h in hist]
+    assert best == sorted(best, reverse=True) and best[-1] <= min(h["min_loss"] for h in hist)
     # The saved prompt really scores the reported best loss under the same fitness.
     from culturalign.checkpoint.format import load_prompt
     from culturalign.survey.definition import load_survey
@@ -133,7 +134,7 @@ def test_state_round_trip(optimizer, dim):
 @pytest.mark.parametrize("optimizer", BLACKBOX)
 def test_resume_after_generation_k_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
     run(fit_args(tiny_model_dir, tmp_path, "split", optimizer, K, "false"))
-    assert len((tmp_path / "split" / "history.csv").read_text().splitlines()) == K + 1
+    assert len(read_history(tmp_path / "split")) == K
     run(fit_args(tiny_model_dir, tmp_path, "split", optimizer, GENS, "true"))
     assert_same_run(uninterrupted(optimizer), tmp_path / "split")
 

@@ -39,7 +39,7 @@ def measure_training(backbone: Backbone, survey: Survey, target: dict[str, float
                      num_virtual_tokens: int, batch_size: int, steps: int, progress: Callable[[str], None]) -> dict[str, Any]:
     from peft import PromptTuningConfig, get_peft_model
 
-    from culturalign.model.module import ChoiceObjective
+    from culturalign.gradient.module import ChoiceObjective
 
     dev, T = backbone.device, num_virtual_tokens
     prefix, batch, full_ids, full_mask = _batch(backbone, survey, target, constants, batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from culturalign.errors import CulturalignError
-from culturalign.optimizers.nevergrad_base import NevergradOptimizer
+from culturalign.blackbox.nevergrad_base import NevergradOptimizer
 
 
 class DE(NevergradOptimizer):

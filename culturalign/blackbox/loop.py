@@ -13,7 +13,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,10 +21,14 @@ import torch
 from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt, write_json
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
-from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
-from culturalign.optimizers.space import Projection, Search
+from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.space import Projection, Search
 from culturalign.plots import convergence, dimension_bars
 
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
+METRICS_CSV = "logs/metrics.csv"  # written by the run's Fabric CSVLogger (see culturalign.fit.launch)
 HISTORY_COLUMNS = ("generation", "evaluations", "best_loss", "mean_loss", "min_loss", "seconds")
 
 
@@ -57,7 +61,7 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Any = None) -> np.ndarray:
+def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | None = None) -> np.ndarray:
     """Losses of N prompts, split over ranks by whole micro-batches (same boundaries on any world size)."""
     N = prompts.shape[0]
     per = max(1, ctx.fitness.answering.max_batch_rows // ctx.fitness.num_rows)
@@ -84,7 +88,7 @@ def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Any = None)
     return losses
 
 
-def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, fabric: Any = None) -> dict[str, Any]:
+def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, fabric: Fabric | None = None) -> dict[str, Any]:
     """Run (or resume) a black-box fit; returns the final summary written to meta.json."""
     is_main = fabric is None or fabric.global_rank == 0
     emb_std = float(ctx.backbone.model.get_input_embeddings().weight.float().std())
@@ -92,6 +96,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
     optimizer.setup(SearchSetup(dim=projection.dim, budget=search.budget, sigma=search.sigma, seed=ctx.seed))
 
     baseline = ctx.fitness(None)
+    no_prompt = max(float(baseline.losses[0]), 1e-9)  # the progress bar shows best / no-prompt loss
     init = ctx.fitness(ctx.v0)
     ctx.fitness.require_answers([baseline, init], f"{ctx.backbone.model_id} (with and without the init prompt)")
     history: list[list[float]] = []
@@ -112,6 +117,8 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
         evaluations, elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
         if is_main:
             print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, best loss {best_loss:.3f})")
+            for row in history:  # a new logger starts a new metrics file: carry the finished generations over
+                _log_generation(fabric, row)
 
     meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init_prompt": result_summary(ctx.fitness, init),
                  "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget}}
@@ -167,11 +174,10 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                 save_last(ctx.run_dir, best_prompt, meta,
                           {"optimizer": optimizer.state_bytes(), "history": torch.tensor(history, dtype=torch.float64)},
                           ctx.backbone.model.config)
-                if fabric is not None:
-                    fabric.log_dict({"best_loss": best_loss, "mean_loss": float(losses.mean()),
-                                     "evals_per_s": evaluations / max(seconds, 1e-9)}, step=len(history))
+                _log_generation(fabric, history[-1])
                 bar.update(len(losses))
-                bar.set_postfix(gen=len(history), best=f"{best_loss:.2f}", mean=f"{losses.mean():.2f}",
+                bar.set_postfix(gen=len(history), best=f"{best_loss:.2f}", ratio=f"{best_loss / no_prompt:.2f}x",
+                                mean=f"{losses.mean():.2f}",
                                 evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}")
             last_seconds = seconds
     bar.close()
@@ -202,10 +208,6 @@ def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any
                "seconds": seconds, "stop_reason": stop_reason}
     save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
     (ctx.run_dir / "report.md").write_text(table + "\n")
-    with open(ctx.run_dir / "history.csv", "w") as f:
-        f.write(",".join(HISTORY_COLUMNS) + "\n")
-        for h in history:
-            f.write(",".join(f"{v:.6g}" for v in h) + "\n")
     if history:
         convergence({ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
                     ctx.run_dir / "convergence.png", baselines={"no prompt": rows["no prompt"]["loss"]},
@@ -219,13 +221,27 @@ def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any
     return summary
 
 
+def _log_generation(fabric: Fabric | None, row: list[float]) -> None:
+    """One row per generation in the run's one metrics log (logs/metrics.csv and TensorBoard), flushed now
+    so that an interrupted run keeps every generation it finished."""
+    if fabric is None or not fabric.loggers:
+        return
+    fabric.log_dict({k: float(v) for k, v in zip(HISTORY_COLUMNS, row)}, step=int(row[0]))
+    for logger in fabric.loggers:
+        logger.save()
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / "history.csv"
+    """The per-generation metrics of a black-box run (logs/metrics.csv), one dict per generation."""
+    import csv
+
+    path = Path(run_dir) / METRICS_CSV
     if not path.is_file():
         return []
-    lines = path.read_text().strip().splitlines()
-    head = lines[0].split(",")
-    return [dict(zip(head, map(float, ln.split(",")))) for ln in lines[1:]]
+    with open(path) as f:
+        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    by_generation = {int(r["generation"]): r for r in rows if "generation" in r}  # a resumed run may repeat one
+    return [by_generation[g] for g in sorted(by_generation)]
 
 
-__all__ = ["run_blackbox", "score_population", "read_history", "write_json"]
+__all__ = ["run_blackbox", "score_population", "read_history"]

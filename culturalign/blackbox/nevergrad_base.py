@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from culturalign.checkpoint.format import safe_loads
-from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 
 
 class NevergradOptimizer(BlackBoxOptimizer):

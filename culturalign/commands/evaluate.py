@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from culturalign.commands.common import ModelArgs, TargetArgs, backbone_record, target_record
+from culturalign.commands.invocation import Invocation
 from culturalign.errors import CulturalignError
 from culturalign.evaluate.candidates import BASELINES, load_runs
 from culturalign.evaluate.candidates import baselines as make_baselines
@@ -78,6 +79,7 @@ def evaluate(
     markdown: str | None = None,
     json_output: bool = False,
     force: bool = False,
+    invocation: Invocation = Invocation(),
 ) -> dict[str, Any]:
     """Compare run directories with built-in baselines: VSM13, generalisation, positions, CDEval.
 
@@ -99,6 +101,7 @@ def evaluate(
         markdown: Also write the report to this Markdown file (e.g. docs/results.md).
         json_output: Print the results JSON instead of the report (also `--json`).
         force: Accept checkpoints trained on another backbone id.
+        invocation: Set by the CLI: the resolved options, written beside the report as config.yaml.
     """
     from culturalign.commands.generate import generate_text
     from culturalign.evaluate.report import write_report
@@ -152,7 +155,7 @@ def evaluate(
     fit0 = ask.fitness(wordings[0], answering.instruction)
     results = {
         "command": _command_line(),
-        "config": _config(),
+        "config": _config(invocation),
         "machine": machine_record(),
         "model": backbone_record(backbone),
         "scoring": {"loss_kind": scoring.loss, "constants": fit0.constants, "weights": scoring.weights},
@@ -188,12 +191,10 @@ def _command_line() -> str:
     return ""
 
 
-def _config() -> dict[str, Any]:
+def _config(invocation: Invocation) -> dict[str, Any]:
     """The resolved options of this invocation (what `--config` reads back)."""
-    from culturalign.commands import fit as fit_module
-
-    if not fit_module.CURRENT_CONFIG_YAML:
+    if not invocation.config_yaml:
         return {}
-    cfg = yaml.safe_load(fit_module.CURRENT_CONFIG_YAML) or {}
+    cfg = yaml.safe_load(invocation.config_yaml) or {}
     inner = cfg.get("evaluate", {}) if isinstance(cfg, dict) else {}
     return {k: v for k, v in inner.items() if k != "config"}

@@ -6,7 +6,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -14,6 +14,9 @@ from culturalign.checkpoint.format import LAST, sanitise_run_name
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.survey.fitness import SurveyFitness
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 MIN_FREE_BYTES = 64 << 20
 
@@ -46,6 +49,7 @@ class FitContext:
     resume: bool | Literal["auto"]
     heldout: dict[str, SurveyFitness] = field(default_factory=dict)
     validation: dict[str, SurveyFitness] = field(default_factory=dict)  # GD on the survey: picks the checkpoint
+    fabric: Fabric | None = None  # black-box runs: processes, broadcast/all_gather and the run's loggers
     started: float = field(default_factory=time.time)
 
 

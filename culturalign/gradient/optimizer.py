@@ -1,4 +1,4 @@
-"""Gradient descent on the soft prompt (Lightning Trainer, AdamW); the loop is culturalign.fit.gradient.
+"""Gradient descent on the soft prompt (Lightning Trainer, AdamW); the loop is culturalign.gradient.loop.
 
 `--data` picks what the gradient comes from: CDEval pairs or the synthetic VSM13 set
 (cross-entropy on the option-number token, K-fold CV), or `vsm13`, the survey loss itself (the
@@ -7,10 +7,46 @@ shared SurveyFitness with gradients; see docs/gradient.md for why it is differen
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from culturalign.errors import CulturalignError
+from culturalign.fit.launch import LaunchArgs
+from culturalign.gradient.tasks import DataArgs
 from culturalign.optimizers.base import Optimizer
+
+if TYPE_CHECKING:
+    from culturalign.fit.run import FitContext
+
+
+@dataclass
+class CVArgs:
+    """Cross-validation for GD on labelled data."""
+
+    folds: int = 5
+    """K folds (stratified by CDEval domain / VSM13 item); 1 = one train/val split (see --data.val_fraction)."""
+
+
+@dataclass
+class SweepArgs:
+    """Train once per prompt length and plot train/eval loss against T (the paper's appendix)."""
+
+    num_virtual_tokens: str = ""
+    """Comma-separated T values, e.g. 10,20,40,60,100 (empty: no sweep, use --prompt.num_virtual_tokens)."""
+
+    def values(self) -> list[int]:
+        text = str(self.num_virtual_tokens).strip().strip("[]")
+        if not text:
+            return []
+        try:
+            values = [int(x) for x in text.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise CulturalignError(f"--sweep.num_virtual_tokens {text!r} must be integers separated by commas, e.g. 10,20,40") from None
+        if any(v < 1 for v in values) or len(set(values)) != len(values):
+            raise CulturalignError(f"--sweep.num_virtual_tokens {values} must be distinct integers >= 1")
+        return values
+
+
 
 
 class GD(Optimizer):
@@ -39,6 +75,7 @@ class GD(Optimizer):
     """
 
     name = "GD"
+    uses_validation_wordings = True
 
     def __init__(self, lr: float = 0.01, epochs: int = 3, max_steps: int = 0, max_time: float | None = None,
                  batch_size: int = 8, accumulate: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
@@ -73,10 +110,9 @@ class GD(Optimizer):
         self.norm_penalty, self.init_penalty, self.wording_dropout = norm_penalty, init_penalty, wording_dropout
         self.lr_schedule, self.ema, self.select, self.precision = lr_schedule, ema, select, precision
 
-    def run(self, ctx: Any, launch: Any = None, data: Any = None, cv: Any = None, sweep: Any = None,
-            **groups: Any) -> dict[str, Any]:
-        from culturalign.commands.fit import LaunchArgs
-        from culturalign.data.registry import DataArgs
-        from culturalign.fit.gradient import CVArgs, SweepArgs, run_gradient
+    def fit(self, ctx: FitContext, launch: LaunchArgs, data: DataArgs = DataArgs(), cv: CVArgs = CVArgs(),  # noqa: B008
+            sweep: SweepArgs = SweepArgs()) -> dict[str, Any]:  # noqa: B008
+        """A cross-validated run (or one per T for a sweep); `data`, `cv`, `sweep` are GD-only option groups."""
+        from culturalign.gradient.loop import run_gradient
 
-        return run_gradient(ctx, self, data or DataArgs(), cv or CVArgs(), sweep or SweepArgs(), launch or LaunchArgs())
+        return run_gradient(ctx, self, data, cv, sweep, launch)

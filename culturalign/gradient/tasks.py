@@ -10,10 +10,19 @@ class there; a string resolved here keeps the command as users type it).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
+from culturalign.data.choice import ChoiceExample
+from culturalign.data.folds import FoldPlan
 from culturalign.errors import CulturalignError
+from culturalign.fit.run import FitContext
+from culturalign.survey.fitness import SurveyFitness
+
+if TYPE_CHECKING:
+    import lightning as L
+    import torch
 
 
 @dataclass
@@ -42,26 +51,119 @@ class DataArgs:
             raise CulturalignError(f"--data.steps_per_epoch {self.steps_per_epoch} must be >= 1")
 
 
-@dataclass
-class ChoiceTask:
-    """Labelled multiple-choice examples (see culturalign.data.choice)."""
+class Task(ABC):
+    """What a gradient run trains on. The loop asks the task, never its type, for each part."""
 
     name: str
-    examples: list[Any]
+    description: dict[str, Any]
+
+    @abstractmethod
+    def check(self, ctx: FitContext) -> None:
+        """Refuse options that mean nothing for this task (one line)."""
+
+    @abstractmethod
+    def fold_plan(self, ctx: FitContext, data: DataArgs, folds: int) -> FoldPlan | None:
+        """The cross-validation plan; None: one fold, no split (the survey has no examples)."""
+
+    @abstractmethod
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
+                   data: DataArgs) -> L.LightningDataModule:
+        """The loaders of one fold."""
+
+    @abstractmethod
+    def objective(self, ctx: FitContext, dm: L.LightningDataModule, wording_dropout: float) -> Objective:
+        """The loss the module minimises, and what it logs."""
+
+    @abstractmethod
+    def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
+        """The Markdown results table (report.md)."""
+
+
+@dataclass
+class ChoiceTask(Task):
+    """Labelled multiple-choice examples (see culturalign.data.choice), K-fold cross-validated."""
+
+    name: str
+    examples: list[ChoiceExample]
     num_options: int
     description: dict[str, Any] = field(default_factory=dict)
     order_names: tuple[str, str] = ("order 1-2", "order 2-1")  # what `ChoiceExample.order` 0 / 1 mean, for reports
 
+    def check(self, ctx: FitContext) -> None:
+        if ctx.validation:
+            raise CulturalignError(f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey "
+                                   f"loss); --data {self.name} picks checkpoints on its own validation split "
+                                   "(--data.val_fraction)")
+
+    def fold_plan(self, ctx: FitContext, data: DataArgs, folds: int) -> FoldPlan:
+        from culturalign.data.folds import stratified_folds
+
+        return stratified_folds({ex.group: ex.stratum for ex in self.examples}, folds, ctx.seed, data.val_fraction)
+
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
+                   data: DataArgs) -> L.LightningDataModule:
+        from culturalign.gradient.datamodules import ChoiceDataModule
+
+        assert plan is not None  # fold_plan always returns one for labelled data
+        return ChoiceDataModule(self.examples, ctx.backbone.tokenizer, plan, fold, batch_size, ctx.seed)
+
+    def objective(self, ctx: FitContext, dm: L.LightningDataModule, wording_dropout: float) -> Objective:
+        from culturalign.gradient.module import ChoiceObjective
+        from culturalign.model.chat import answer_token_ids
+
+        return ChoiceObjective(ctx.backbone, dm.prefix_ids, answer_token_ids(ctx.backbone.tokenizer, self.num_options))
+
+    def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
+        from culturalign.gradient.report import choice_table
+
+        return choice_table(self.order_names, results, stats)
+
 
 @dataclass
-class SurveyTask:
-    """Minimise the shared survey fitness (ctx.fitness) directly."""
+class SurveyTask(Task):
+    """Minimise the shared survey fitness (ctx.fitness) directly: one fold, no examples."""
 
     name: str
     description: dict[str, Any] = field(default_factory=dict)
 
+    def check(self, ctx: FitContext) -> None:
+        return None
 
-Builder = Callable[[DataArgs, Any], "ChoiceTask | SurveyTask"]
+    def fold_plan(self, ctx: FitContext, data: DataArgs, folds: int) -> None:
+        return None
+
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
+                   data: DataArgs) -> L.LightningDataModule:
+        from culturalign.gradient.datamodules import SurveyDataModule
+
+        return SurveyDataModule(data.steps_per_epoch)
+
+    def objective(self, ctx: FitContext, dm: L.LightningDataModule, wording_dropout: float) -> Objective:
+        from culturalign.gradient.module import SurveyObjective
+        from culturalign.survey.fitness import SurveyFitness
+
+        f = ctx.fitness
+        fits = [SurveyFitness(ctx.backbone, [s], f.target, f.scoring, f.answering) for s in f.surveys]
+        return SurveyObjective(fits, [n.split(":")[-1] for n in f.describe()["survey"]], wording_dropout, ctx.seed,
+                               ctx.validation)
+
+    def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
+        from culturalign.gradient.report import survey_table
+
+        return survey_table(ctx, results[0])
+
+
+class Objective(Protocol):
+    """What SoftPromptModule minimises: loss(prompt, batch, stage, step) -> (loss, values to log)."""
+
+    num_classes: int | None
+
+    def loss(self, prompt: torch.Tensor, batch: Any, stage: str, step: int) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+# A builder takes the values it needs: the options, the training fitness (its surveys, target and
+# constants), the seed, and the names of the held-out wordings.
+Builder = Callable[[DataArgs, SurveyFitness, int, list[str]], Task]
 DATASETS: dict[str, Builder] = {}
 
 
@@ -71,7 +173,7 @@ def register(name: str, builder: Builder) -> None:
     DATASETS[name] = builder
 
 
-def limit_groups(examples: list[Any], limit: int | None, seed: int) -> list[Any]:
+def limit_groups(examples: list[ChoiceExample], limit: int | None, seed: int) -> list[ChoiceExample]:
     """Keep `limit` questions (all their orders), stratified by the examples' strata."""
     from culturalign.data.folds import interleave
 
@@ -83,14 +185,14 @@ def limit_groups(examples: list[Any], limit: int | None, seed: int) -> list[Any]
 
 
 def _cdeval(dimension: str) -> Builder:
-    def build(args: DataArgs, ctx: Any) -> ChoiceTask:
+    def build(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> ChoiceTask:
         from culturalign.data import cdeval
 
         rows, source = cdeval.load_rows(args.path)
         rows, quirks = cdeval.clean(rows)
-        high = cdeval.preferred_high(dimension, args.prefer, ctx.fitness.target)
+        high = cdeval.preferred_high(dimension, args.prefer, fitness.target)
         make = cdeval.statements if args.format == "statement" else cdeval.examples
-        exs = limit_groups(make(rows, dimension, high), args.limit, ctx.seed)
+        exs = limit_groups(make(rows, dimension, high), args.limit, seed)
         names = ("preferred option", "other option") if args.format == "statement" else ("order 1-2", "order 2-1")
         return ChoiceTask(f"cdeval_{dimension.lower()}", exs, 2, {
             "source": source, "dimension": dimension, "prefer": args.prefer, "pole": "high" if high else "low",
@@ -99,22 +201,22 @@ def _cdeval(dimension: str) -> Builder:
     return build
 
 
-def _synthetic(args: DataArgs, ctx: Any) -> ChoiceTask:
+def _synthetic(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> ChoiceTask:
     from culturalign.data import synthetic
     from culturalign.data.inverse import implied_indices
     from culturalign.survey.definition import load_survey
 
-    survey = ctx.fitness.survey if any(it.paraphrases for it in ctx.fitness.survey.items) else load_survey("vsm13")
-    exs, labels = synthetic.examples(survey, ctx.fitness.target, ctx.fitness.constants)
-    exs = limit_groups(exs, args.limit, ctx.seed)
+    survey = fitness.survey if any(it.paraphrases for it in fitness.survey.items) else load_survey("vsm13")
+    exs, labels = synthetic.examples(survey, fitness.target, fitness.constants)
+    exs = limit_groups(exs, args.limit, seed)
     return ChoiceTask("synthetic_vsm13", exs, survey.num_answers, {
         "survey": survey.origin, "labels": {str(k): v for k, v in labels.items()},
-        "label_indices": implied_indices(survey, labels, ctx.fitness.constants),
+        "label_indices": implied_indices(survey, labels, fitness.constants),
         "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit}, ("scale as written", "scale reversed"))
 
 
-def _survey(args: DataArgs, ctx: Any) -> SurveyTask:
-    return SurveyTask("vsm13", {"wordings": ctx.fitness.describe()["survey"], "heldout": sorted(ctx.heldout),
+def _survey(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> SurveyTask:
+    return SurveyTask("vsm13", {"wordings": fitness.describe()["survey"], "heldout": sorted(heldout),
                                 "steps_per_epoch": args.steps_per_epoch})
 
 
@@ -124,10 +226,10 @@ register("synthetic_vsm13", _synthetic)
 register("vsm13", _survey)
 
 
-def build_task(args: DataArgs, ctx: Any) -> ChoiceTask | SurveyTask:
+def build_task(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> Task:
     if args.name not in DATASETS:
         raise CulturalignError(f"--data {args.name!r} is unknown; use one of {', '.join(DATASETS)}")
-    return DATASETS[args.name](args, ctx)
+    return DATASETS[args.name](args, fitness, seed, heldout)
 
 
-__all__ = ["DataArgs", "ChoiceTask", "SurveyTask", "DATASETS", "register", "build_task"]
+__all__ = ["DataArgs", "Task", "Objective", "ChoiceTask", "SurveyTask", "DATASETS", "register", "build_task"]

@@ -1,80 +1,63 @@
 """The optimizer protocol and its registry.
 
 Every optimizer, built-in or plugin, is a subclass of `Optimizer` registered under the entry-point
-group `culturalign.optimizers` (the package registers its own DE and GD there too). Black-box
-optimizers implement ask / tell / recommend / state_bytes / load_state over a flat search vector;
-the shared loop in `culturalign.fit.blackbox` does everything else (fitness, checkpoints, resume,
-distribution), so a new optimizer is one small module.
+group `culturalign.optimizers` (the package registers its own DE, RS and GD there too). Its one
+entry point is `fit(ctx, launch, **groups)`: the command builds the shared `FitContext` (backbone,
+fitness, init prompt, run folder) and hands it over; the method does the rest. Options that only
+one method understands are keyword parameters of its `fit` (typed dataclasses), so the CLI shows
+them under `fit --optimizer NAME` and nowhere else. Black-box optimizers share one loop
+(`culturalign.blackbox`); gradient descent is `culturalign.gradient`.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import ClassVar
-
-import numpy as np
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from culturalign.errors import CulturalignError
 
+if TYPE_CHECKING:
+    from culturalign.fit.launch import LaunchArgs
+    from culturalign.fit.run import FitContext
+
 GROUP = "culturalign.optimizers"
+# Parameters of `fit` that every method receives from the command, not from its own option groups.
+SHARED_PARAMETERS = ("self", "ctx", "launch")
 
 
 class Optimizer(ABC):
     """Base of every optimizer; `--optimizer NAME` picks a registered subclass."""
 
     name: ClassVar[str] = ""
+    # Whether `--survey.validation` wordings mean anything to this method (they pick a checkpoint).
+    uses_validation_wordings: ClassVar[bool] = False
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         """Hyper-parameters recorded in meta.json (the constructor's arguments)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-
-@dataclass
-class SearchSetup:
-    """What the loop tells a black-box optimizer before the first ask."""
-
-    dim: int
-    budget: int  # total candidate evaluations
-    sigma: float  # initial spread, in search-space units (the start point is the origin)
-    seed: int
-
-
-class BlackBoxOptimizer(Optimizer):
-    """Minimise f(z), z in R^dim, starting around z = 0 (the init prompt)."""
-
-    def __init__(self, popsize: int = 16) -> None:
-        if popsize < 2:
-            raise CulturalignError(f"optimizer.popsize={popsize} must be >= 2 (a population of 1 cannot recombine); try 16")
-        self.popsize = popsize
-
     @abstractmethod
-    def setup(self, setup: SearchSetup) -> None:
-        """Create the underlying optimizer (seeded)."""
+    def fit(self, ctx: FitContext, launch: LaunchArgs, **groups: Any) -> dict[str, Any]:
+        """Run (or resume) a fit into ctx.run_dir and return the summary written to its meta.json.
 
-    @abstractmethod
-    def ask(self) -> np.ndarray:
-        """A generation of candidates, shape (popsize, dim)."""
+        Subclasses replace `**groups` by their own typed option groups, e.g.
+        `fit(self, ctx, launch, search: Search = Search())`; `option_groups()` reads them back.
+        """
 
-    @abstractmethod
-    def tell(self, candidates: np.ndarray, losses: np.ndarray) -> None:
-        """Report the losses of the candidates returned by the last ask."""
-
-    @abstractmethod
-    def recommend(self) -> np.ndarray:
-        """The optimizer's current best guess, shape (dim,)."""
-
-    @abstractmethod
-    def state_bytes(self) -> bytes:
-        """Everything needed to continue bit-identically (loaded with an allow-list unpickler)."""
-
-    @abstractmethod
-    def load_state(self, data: bytes) -> None:
-        """Restore from `state_bytes()`; the loop calls setup() first."""
+    @classmethod
+    def option_groups(cls) -> dict[str, type]:
+        """Method-only option groups: name -> dataclass, from the keyword parameters of `fit`."""
+        params = inspect.signature(cls.fit).parameters
+        names = [n for n, p in params.items() if n not in SHARED_PARAMETERS and p.kind is not inspect.Parameter.VAR_KEYWORD]
+        # Annotations are strings (postponed evaluation); resolve only the groups', in the module defining fit,
+        # so that names imported there for type checking only are never needed here.
+        return {n: eval(params[n].annotation, cls.fit.__globals__) if isinstance(params[n].annotation, str)  # noqa: S307
+                else params[n].annotation for n in names}
 
 
-def _dist_name(ep) -> str:
+def _dist_name(ep: EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
 
@@ -105,5 +88,5 @@ def discover() -> dict[str, type[Optimizer]]:
 def get(name: str) -> type[Optimizer]:
     registry = discover()
     if name not in registry:
-        raise CulturalignError(f"optimizer {name!r} is not installed; installed: {', '.join(sorted(registry))}")
+        raise CulturalignError(f"--optimizer {name} is not installed; installed: {', '.join(sorted(registry))}")
     return registry[name]

@@ -27,7 +27,7 @@ from culturalign.data import cdeval
 from culturalign.data.choice import collate, tokenise
 from culturalign.model.backbone import load_backbone
 from culturalign.model.chat import answer_token_ids
-from culturalign.model.module import ChoiceObjective
+from culturalign.gradient.module import ChoiceObjective
 
 PERSONAS = {
     "IVR": ("You value enjoying life, fun, leisure and freedom to act as you please.",

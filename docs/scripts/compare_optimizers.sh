@@ -39,7 +39,7 @@ import json
 import os
 from pathlib import Path
 
-from culturalign.fit.blackbox import read_history
+from culturalign.blackbox.loop import read_history
 from culturalign.plots import convergence
 
 root = Path(os.environ["ROOT"])

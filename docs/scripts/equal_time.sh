@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 
 from culturalign.checkpoint.format import load_prompt
-from culturalign.fit.blackbox import read_history
+from culturalign.blackbox.loop import read_history
 from culturalign.model.backbone import load_backbone
 from culturalign.plots import convergence
 from culturalign.survey.definition import load_survey

@@ -22,7 +22,7 @@ import numpy as np
 
 from culturalign.checkpoint.format import safe_loads
 from culturalign.errors import CulturalignError
-from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 
 # Full covariance costs dim^2 memory and an O(dim^3) eigendecomposition; above this, go diagonal.
 DIAGONAL_ABOVE = 1000

@@ -13,7 +13,7 @@ import math
 from typing import Any, Literal
 
 from culturalign.errors import CulturalignError
-from culturalign.optimizers.nevergrad_base import NevergradOptimizer
+from culturalign.blackbox.nevergrad_base import NevergradOptimizer
 
 
 class PSO(NevergradOptimizer):

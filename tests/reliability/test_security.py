@@ -128,7 +128,8 @@ def test_safe_loads_refuses_garbage_with_a_clear_error():
 
 def test_every_registered_optimizer_state_round_trips_through_the_allow_list():
     """The allow-list is not so tight that real states (DE and every installed plugin) fail to resume."""
-    from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup, discover
+    from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+    from culturalign.optimizers.base import discover
 
     checked = []
     for name, cls in discover().items():
