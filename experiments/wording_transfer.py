@@ -14,14 +14,14 @@ m of all 24 items with no prompt and with a run's prompt, and reports, per wordi
   (idx_w = idx0_w + W shift = target + idx0_w - mean_t idx0_t): how much of the held-out loss comes
   from the bare model disagreeing with itself across wordings, before any prompt.
 
-    python docs/scripts/wording_transfer.py checkpoints/gd-survey-sau-val [more runs]
+    python experiments/wording_transfer.py checkpoints/gd-survey-sau-val [more runs]
 
 `--countries` needs no run: for every country of the table it prints the no-prompt loss on the
 held-out wording and the additive floor as a fraction of it (the floor is the same for every
 target, so a country near the bare model's own answers -- a small no-prompt loss -- is hard to
 bring below 0.5x on a held-out wording, whatever the optimiser):
 
-    python docs/scripts/wording_transfer.py --countries --trained vsm13 vsm13@1 vsm13@2 vsm13@3 --heldout vsm13@5
+    python experiments/wording_transfer.py --countries --trained vsm13 vsm13@1 vsm13@2 vsm13@3 --heldout vsm13@5
 
 `--debias` reads every wording with both answer orders averaged (as `--answering.debias true` does).
 """

@@ -1,6 +1,6 @@
 """How the default survey fitness's cost grows with population size, T and model size.
 
-    flock /tmp/culturalign-cpu.lock .venv/bin/python docs/scripts/bench_scaling.py \
+    flock /tmp/culturalign-cpu.lock .venv/bin/python benchmarks/bench_scaling.py \
         --out docs/img/bench_scaling.png --json docs/img/bench_scaling.json
 
 Population and T on the embedded model (SmolLM2-135M-Instruct). Model size: the embedded model and

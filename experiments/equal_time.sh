@@ -6,11 +6,13 @@
 # Writes checkpoints/equal-*/, docs/img/equal_time.png and a Markdown table (stdout and
 # checkpoints/equal-summary.md). Used for docs/gradient.md.
 #
-#   bash docs/scripts/equal_time.sh                  # SECONDS_BUDGET=300
-#   EXTRA="--model /tmp/tiny" SECONDS_BUDGET=20 bash docs/scripts/equal_time.sh   # dry run on a tiny model
+#   bash experiments/equal_time.sh                  # SECONDS_BUDGET=300
+#   EXTRA="--model /tmp/tiny" SECONDS_BUDGET=20 bash experiments/equal_time.sh   # dry run on a tiny model
 #
 # Runs that already have a meta.json are reused (delete the folder to redo one). Each fit takes the
 # shared CPU lock (one heavy job at a time on the dev machine); set LOCK= to skip it.
+# -h / --help prints the comment block above and exits (scripts are smoke-tested with it).
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0;; esac
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}

@@ -4,10 +4,12 @@
 # Writes checkpoints/compare-<optimizer>-<space>/, docs/img/optimizers_convergence.png and a
 # Markdown table (stdout and checkpoints/compare-summary.md). Used for docs/optimizers.md.
 #
-#   bash docs/scripts/compare_optimizers.sh                   # POPSIZE=8 BUDGET=64 SEED=0
-#   POPSIZE=16 BUDGET=320 bash docs/scripts/compare_optimizers.sh
+#   bash experiments/compare_optimizers.sh                   # POPSIZE=8 BUDGET=64 SEED=0
+#   POPSIZE=16 BUDGET=320 bash experiments/compare_optimizers.sh
 #
 # Each fit takes the shared CPU lock (one heavy job at a time on the dev machine); set LOCK= to skip it.
+# -h / --help prints the comment block above and exits (scripts are smoke-tested with it).
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0;; esac
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}

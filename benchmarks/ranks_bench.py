@@ -1,7 +1,7 @@
 """Candidates/s of one DE run on 1 and 2 CPU processes (same seed, population, micro-batches).
 
-    python docs/scripts/ranks_bench.py --model /tmp/tinym
-    flock /tmp/culturalign-cpu.lock python docs/scripts/ranks_bench.py --model embedded --popsize 8 --budget 24
+    python benchmarks/ranks_bench.py --model /tmp/tinym
+    flock /tmp/culturalign-cpu.lock python benchmarks/ranks_bench.py --model embedded --popsize 8 --budget 24
 
 Runs `culturalign fit` three ways: 1 process with torch's default threads, 1 process with 1
 thread (what one rank gets when Lightning puts 2 ranks on 2 cores), and 2 processes (Lightning

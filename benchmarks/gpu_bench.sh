@@ -4,12 +4,14 @@
 # PEFT, peak GPU memory. Writes bench-gpu-<card>.json and bench-gpu-<card>.md beside the script's
 # output folder; copy the table into docs/benchmarks.md together with the card's name.
 #
-#   MODEL=/models/Meta-Llama-3-8B-Instruct bash docs/scripts/gpu_bench.sh
-#   MODEL=meta-llama/Meta-Llama-3-8B-Instruct POPULATION=64 bash docs/scripts/gpu_bench.sh   # from the hub
+#   MODEL=/models/Meta-Llama-3-8B-Instruct bash benchmarks/gpu_bench.sh
+#   MODEL=meta-llama/Meta-Llama-3-8B-Instruct POPULATION=64 bash benchmarks/gpu_bench.sh   # from the hub
 #
 # Needs: a CUDA build of torch (the project pins the CPU build; install the same version from the
 # CUDA index first), ~17 GB of GPU memory for the bf16 weights plus activations, and the model
 # readable without the network (HF_HUB_OFFLINE=1 is set unless you set it to 0).
+# -h / --help prints the comment block above and exits (scripts are smoke-tested with it).
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0;; esac
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
