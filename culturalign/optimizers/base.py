@@ -51,9 +51,9 @@ class Optimizer(ABC):
         """Method-only option groups: name -> dataclass, from the keyword parameters of `fit`."""
         params = inspect.signature(cls.fit).parameters
         names = [n for n, p in params.items() if n not in SHARED_PARAMETERS and p.kind is not inspect.Parameter.VAR_KEYWORD]
-        # Annotations are strings (postponed evaluation); resolve only the groups', in the module defining fit,
-        # so that names imported there for type checking only are never needed here.
-        return {n: eval(params[n].annotation, cls.fit.__globals__) if isinstance(params[n].annotation, str)  # noqa: S307
+        # Annotations are strings (postponed evaluation): look each group's class name up in the module that
+        # defines fit, so names imported there for type checking only are never needed here.
+        return {n: cls.fit.__globals__[params[n].annotation] if isinstance(params[n].annotation, str)
                 else params[n].annotation for n in names}
 
 
