@@ -26,7 +26,7 @@ from culturalign.commands.common import (
 from culturalign.commands.invocation import Invocation
 from culturalign.errors import CulturalignError
 from culturalign.fit.launch import LaunchArgs, make_fabric, rank_zero_run_dir
-from culturalign.fit.run import FitContext, RunArgs
+from culturalign.fit.run import FitContext, RunArgs, refuse_overlap
 from culturalign.optimizers.base import Optimizer
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import Answering
@@ -74,6 +74,9 @@ def _check_request(optimizer: Optimizer, survey: SurveyArgs) -> None:
     if overlap := set(survey.heldout) & set(survey.validation):
         raise CulturalignError(f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
                                "the checkpoint is not held out: list it in one of the two")
+    trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w
+               for w in survey.wordings()}
+    refuse_overlap(trained, {n: load_survey(n) for n in [*survey.heldout, *survey.validation]})
     if survey.validation and not optimizer.uses_validation_wordings:
         raise CulturalignError(f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
                                "best prompt on the training wordings: use --survey.heldout to report those wordings")

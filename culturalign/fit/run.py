@@ -13,12 +13,15 @@ import torch
 from culturalign.checkpoint.format import LAST, sanitise_run_name
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
+from culturalign.survey.definition import Survey
 from culturalign.survey.fitness import SurveyFitness
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
 MIN_FREE_BYTES = 64 << 20
+# Written into every run folder, so that --run.resume false can tell a run from a folder of other files.
+RUN_MARKER = ".culturalign-run"
 
 
 @dataclass
@@ -73,9 +76,38 @@ def prepare_run_dir(run: RunArgs, default_name: str) -> Path:
     if run.resume is True and not ((run_dir / LAST).exists() or (run_dir / f"{LAST}.old").exists()):
         raise CulturalignError(f"--run.resume true but {run_dir} has no last/ checkpoint; use --run.resume auto to start fresh")
     if run.resume is False:
-        for child in run_dir.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        _clear_run_dir(run_dir)
+    (run_dir / RUN_MARKER).touch()
     return run_dir
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """--run.resume false: empty the folder, but only if it is a culturalign run (never a symlink, never a
+    folder of other files that happens to sit at the run path)."""
+    if run_dir.is_symlink():
+        raise CulturalignError(f"--run.resume false will not clear {run_dir}: it is a symbolic link; "
+                               "pass another --run.name or --run.root")
+    children = list(run_dir.iterdir())
+    if children and not any((run_dir / m).exists() for m in (RUN_MARKER, "meta.json", LAST)):
+        raise CulturalignError(f"--run.resume false will not clear {run_dir}: it holds files but is not a culturalign run "
+                               f"(no {RUN_MARKER}, meta.json or {LAST}/); pass another --run.name or --run.root")
+    for child in children:
+        # unlink, not rmtree, for links: what a link points to is never ours to delete.
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def refuse_overlap(trained: dict[str, Survey], reported: dict[str, Survey]) -> None:
+    """A wording trained on (directly or through data built from it) is never also held out or validation.
+
+    Wordings are compared by their item sentences, not their names, so `vsm13@5` and a file holding
+    the same sentences are one wording."""
+    for name, survey in reported.items():
+        texts = {it.text for it in survey.items}
+        for source, other in trained.items():
+            if shared := texts & {it.text for it in other.items}:
+                raise CulturalignError(f"{name} is reported as held out / validation but {len(shared)} of its items are "
+                                       f"trained on through {source}; drop it from --survey.heldout/--survey.validation "
+                                       "or train without that wording")
 
 
 def result_summary(fitness: SurveyFitness, result: Any, i: int = 0) -> dict[str, Any]:

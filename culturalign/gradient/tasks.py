@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 from culturalign.data.choice import ChoiceExample
 from culturalign.data.folds import FoldPlan
 from culturalign.errors import CulturalignError
-from culturalign.fit.run import FitContext
+from culturalign.fit.run import FitContext, refuse_overlap
+from culturalign.survey.definition import Survey
 from culturalign.survey.fitness import SurveyFitness
 
 if TYPE_CHECKING:
@@ -88,8 +89,10 @@ class ChoiceTask(Task):
     num_options: int
     description: dict[str, Any] = field(default_factory=dict)
     order_names: tuple[str, str] = ("order 1-2", "order 2-1")  # what `ChoiceExample.order` 0 / 1 mean, for reports
+    trained_wordings: dict[str, Survey] = field(default_factory=dict)  # survey wordings the examples are built from
 
     def check(self, ctx: FitContext) -> None:
+        refuse_overlap(self.trained_wordings, {n: f.survey for n, f in ctx.heldout.items()})
         if ctx.validation:
             raise CulturalignError(f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey "
                                    f"loss); --data {self.name} picks checkpoints on its own validation split "
@@ -212,7 +215,9 @@ def _synthetic(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[
     return ChoiceTask("synthetic_vsm13", exs, survey.num_answers, {
         "survey": survey.origin, "labels": {str(k): v for k, v in labels.items()},
         "label_indices": implied_indices(survey, labels, fitness.constants),
-        "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit}, ("scale as written", "scale reversed"))
+        "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit}, ("scale as written", "scale reversed"),
+        {f"--data synthetic_vsm13 ({survey.name}@{k})": survey.with_paraphrase(k - 1)
+         for k in range(1, min(len(it.paraphrases) for it in survey.items) + 1)})
 
 
 def _survey(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> SurveyTask:
