@@ -13,7 +13,8 @@ import pytest
 
 from culturalign.cli import expand_shorthands, run
 from culturalign.data.cdeval import TEMPLATE
-from culturalign.evaluate.cdeval import CdevalArgs, accuracy, as_survey, load_cdeval, select
+from culturalign.data.cdeval import examples as cdeval_examples
+from culturalign.evaluate.cdeval import CdevalArgs, accuracy, load_cdeval, select
 from culturalign.evaluate.report import main, write_report
 from culturalign.targets import resolve_target
 
@@ -114,15 +115,17 @@ def test_hand_written_reading_survives_regeneration(evaluated, tmp_path):
 def test_cdeval_accuracy_follows_the_target_pole(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(CDEVAL_ROWS))
-    subset = select(load_cdeval(path), CdevalArgs(dimensions=["IDV"], limit=0))
-    assert [r.question for r in subset["IDV"]] == ["How do you pick a project to work on?",
-                                                   "Who should decide where you live?"]  # list number stripped
-    # Asked exactly as GD training on CDEval asks it.
-    survey = as_survey(subset["IDV"])
-    row = subset["IDV"][0]
-    assert survey.render(survey.items[0]) == TEMPLATE.format(question=row.question, first=row.high, second=row.low)
-    assert survey.render(survey.items[0], reverse=True) == TEMPLATE.format(question=row.question, first=row.low,
-                                                                            second=row.high)
+    rows = load_cdeval(path)
+    subset = select(rows, CdevalArgs(dimensions=["IDV"], limit=0))
+    questions = [ex.text.split("\n")[0] for ex in subset["IDV"] if ex.order == 0]
+    assert questions == ["How do you pick a project to work on?", "Who should decide where you live?"]  # list number stripped
+    # Asked exactly as GD training on CDEval asks it: the very examples of --data cdeval_idv (high pole preferred).
+    assert subset["IDV"] == cdeval_examples(rows, "IDV", True)
+    first = next(r for r in rows if r["Dimension"] == "IDV")
+    assert subset["IDV"][0].text == TEMPLATE.format(question=first["Question"], first=first["Option 1"],
+                                                    second=first["Option 2"])
+    assert subset["IDV"][1].text == TEMPLATE.format(question=first["Question"], first=first["Option 2"],
+                                                    second=first["Option 1"])
     # A respondent always answering position 1: high pole when it comes first, low pole when swapped.
     raw = {"IDV": {"n": 2, "p_high": [[0.9, 0.8], [0.1, 0.2]], "p_position1": 0.85}}
     low = accuracy(raw, resolve_target("SAU"))["IDV"]  # IDV 48: collectivist pole
@@ -144,8 +147,28 @@ def test_cdeval_folds_partition_the_questions(tmp_path):
     path.write_text(json.dumps(CDEVAL_ROWS))
     rows = load_cdeval(path)
     folds = [select(rows, CdevalArgs(dimensions=["IVR"], limit=0, fold=k, folds=2))["IVR"] for k in range(2)]
-    assert sorted(r.question for f in folds for r in f) == sorted(r["Question"] for r in CDEVAL_ROWS[2:])
-    assert all(len(f) == 1 for f in folds)
+    asked = [ex.text.split("\n")[0] for f in folds for ex in f if ex.order == 0]
+    assert sorted(asked) == sorted(r["Question"] for r in CDEVAL_ROWS[2:])
+    assert all(len({ex.group for ex in f}) == 1 for f in folds)
+
+
+def test_evaluate_sees_exactly_a_gd_runs_test_fold_with_a_data_limit(tmp_path):
+    """The GD run's selection (limit, then folds) and evaluate's are one function: same questions, same fold."""
+    from culturalign.data.choice import limit_groups, select_questions
+    from culturalign.data.folds import stratified_folds
+
+    rows = [{"Dimension": "IVR", "Domain": f"d{i % 3}", "Question": f"Question {i}?", "Option 1": "a", "Option 2": "b"}
+            for i in range(30)]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(rows))
+    exs = cdeval_examples(load_cdeval(path), "IVR", True)
+    kept = limit_groups(exs, 12, 3)  # what --data.limit 12 --run.seed 3 trains on
+    plan = stratified_folds({ex.group: ex.stratum for ex in kept}, 4, 3, 0.1)
+    for k in range(4):
+        gd_test = {ex.group for ex in kept if ex.group in set(plan.split(k)[2])}
+        got = select(load_cdeval(path), CdevalArgs(dimensions=["IVR"], limit=0, fold=k, folds=4, seed=3, data_limit=12))
+        assert {ex.group for ex in got["IVR"]} == gd_test
+        assert got["IVR"] == select_questions(exs, 12, 3, 4, k)
 
 
 def test_target_list_versus_six_scores():

@@ -6,38 +6,33 @@ a prompt that learnt "answer 1" would look like a high-pole culture, so each que
 twice: high pole first, then low pole first. Accuracy is the share of questions whose more likely
 option is the target country's pole (high if its score is >= 50, else low), per order and averaged.
 
-Rows come from the data module (`culturalign.data.cdeval`: same loader, cleaning and message
-template as GD training on CDEval). `--cdeval.fold k` picks the test fold of the data module's
-stratified folds, which is a GD run's test fold when that run used the same seed and number of
-folds and no `--data.limit`. The questions are administered through the one survey fitness: a
-CDEval subset is a small survey whose every item has its own two-label scale, and the fitness's
-`debias` mode asks both orders.
+Questions are rendered, selected and scored by the same functions as GD training on CDEval
+(`culturalign.data.cdeval.examples`, `culturalign.data.choice.select_questions` and
+`option_logits`), so `--cdeval.fold k --cdeval.folds K --cdeval.seed S --cdeval.data_limit N`
+sees exactly the test fold k of a GD run made with `--cv.folds K --run.seed S --data.limit N`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from culturalign.data import cdeval as data
-from culturalign.data.folds import interleave, stratified_folds
+from culturalign.data.choice import ChoiceExample, collate, limit_groups, option_logits, select_questions, tokenise
 from culturalign.errors import CulturalignError
 from culturalign.evaluate.candidates import Candidate
 from culturalign.model.backbone import Backbone
-from culturalign.survey.definition import Item, Survey
-from culturalign.survey.fitness import Answering, SurveyFitness
-from culturalign.survey.scoring import Scoring
+from culturalign.model.chat import answer_token_ids
+from culturalign.survey.fitness import Answering
 from culturalign.targets import Target
 
 POLES = {"PDI": ("high power distance", "low power distance"), "IDV": ("individualist", "collectivist"),
          "MAS": ("masculine", "feminine"), "UAI": ("high uncertainty avoidance", "low uncertainty avoidance"),
          "LTO": ("long-term", "short-term"), "IVR": ("indulgent", "restrained")}
-# Renders exactly as `culturalign.data.cdeval.TEMPLATE` (what GD prompts were trained on).
-INSTRUCTION = "Answer with a single number, 1 or 2."
 
 
 @dataclass
@@ -54,21 +49,14 @@ class CdevalArgs:
     """Evaluate on this test fold (0-based) of `folds` (a GD run's test fold); None = all questions."""
     folds: int = 5
     """Number of folds, as `--cv.folds` of the GD run."""
+    data_limit: int | None = None
+    """As `--data.limit` of the GD run: the questions it kept before making folds (None = all)."""
     seed: int = 0
     """Seeds the folds and the subsample, as `--run.seed` of the GD run."""
 
     def resolved_path(self) -> Path | None:
         p = self.path or os.environ.get(data.ENV)
         return Path(p).expanduser() if p else None
-
-
-@dataclass(frozen=True)
-class Row:
-    dimension: str
-    question: str
-    high: str  # Option 1: the high pole
-    low: str  # Option 2: the low pole
-    domain: str = ""
 
 
 def load_cdeval(path: str | Path) -> list[dict[str, str]]:
@@ -79,70 +67,62 @@ def load_cdeval(path: str | Path) -> list[dict[str, str]]:
     return data.clean(rows)[0]
 
 
-def select(rows: list[dict[str, str]], args: CdevalArgs) -> dict[str, list[Row]]:
-    """Per dimension: the fold's questions (if any), then a domain-stratified `limit` of them.
+def select(rows: list[dict[str, str]], args: CdevalArgs) -> dict[str, list[ChoiceExample]]:
+    """Per dimension: both option orders of the chosen questions (label = the high pole's number).
 
-    Group ids are the question's index among its dimension's rows, as in `data.cdeval.examples`.
-    """
-    out: dict[str, list[Row]] = {}
+    The questions are chosen by the one selection GD uses (`data.choice.select_questions`: `--data.limit`,
+    then the test fold), then a domain-stratified `limit` of them for speed."""
+    out: dict[str, list[ChoiceExample]] = {}
     for dim in args.dimensions:
         d = dim.upper()
         if d not in data.DIMENSIONS:
             raise CulturalignError(f"--cdeval.dimensions has {dim!r}; use some of {', '.join(data.DIMENSIONS)}")
-        mine = [r for r in rows if r["Dimension"] == d]
-        if not mine:
+        exs = data.examples(rows, d, True)
+        if not exs:
             raise CulturalignError(f"the CDEval file has no {d} rows; check --cdeval.path")
-        strata = {g: r["Domain"] for g, r in enumerate(mine)}
-        if args.fold is not None:
-            if not 0 <= args.fold < args.folds:
-                raise CulturalignError(f"--cdeval.fold {args.fold} must be in 0..{args.folds - 1}")
-            plan = stratified_folds(strata, args.folds, args.seed, 0.0)
-            strata = {g: s for g, s in strata.items() if plan.fold_of[g] == args.fold}
-        groups = sorted(interleave(strata, args.seed + 104729)[:args.limit] if args.limit > 0 else strata)
-        out[d] = [Row(d, mine[g]["Question"], mine[g]["Option 1"], mine[g]["Option 2"], mine[g]["Domain"])
-                  for g in groups]
+        exs = select_questions(exs, args.data_limit, args.seed, args.folds, args.fold)
+        out[d] = limit_groups(exs, args.limit or None, args.seed)
     return out
 
 
-def as_survey(rows: Sequence[Row]) -> Survey:
-    """A two-answer survey, one item per question with its own scale (high pole listed first)."""
-    items = tuple(Item(i + 1, r.question, f"q{i + 1}") for i, r in enumerate(rows))
-    return Survey(
-        name="cdeval", framework="cdeval", template="{question}\n{options}\n{instruction}",
-        option_format="{number}. {label}", instruction=INSTRUCTION,
-        scales={f"q{i + 1}": (r.high, r.low) for i, r in enumerate(rows)}, items=items,
-        # No indices are computed from CDEval answers; the fitness needs one formula to exist.
-        formulas={"POLE": ((0.0, 1, 1),)}, origin="cdeval",
-    )
-
-
 class CdevalEval:
-    """Ask candidates a CDEval subset in both option orders."""
+    """Ask candidates a CDEval subset in both option orders, scored exactly as GD training scores it."""
 
-    def __init__(self, backbone: Backbone, subset: dict[str, list[Row]], answering: Answering) -> None:
-        self.backbone, self.subset = backbone, subset
-        self.answering = replace(answering, debias=True)  # group 0: high pole first; group 1: low pole first
-        self.rows = [r for rows in subset.values() for r in rows]
-        self.survey = as_survey(self.rows)
-        self._fitness: dict[str | None, SurveyFitness] = {}
+    def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering) -> None:
+        self.backbone, self.subset, self.answering = backbone, subset, answering
+        self.examples = [ex for exs in subset.values() for ex in exs]
+        self.answer_ids = torch.tensor(answer_token_ids(backbone.tokenizer, 2), dtype=torch.long)
+        tok = backbone.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self._rows: dict[str | None, tuple[torch.Tensor, list[list[int]]]] = {}
+
+    @torch.no_grad()
+    def probabilities(self, prompt: torch.Tensor | None, instruction: str | None) -> torch.Tensor:
+        """(rows, 2) option probabilities of every example, in micro-batches of answering.max_batch_rows."""
+        if instruction not in self._rows:
+            self._rows[instruction] = tokenise(self.backbone.tokenizer, self.examples, instruction)
+        prefix, suffixes = self._rows[instruction]
+        p = None if prompt is None else prompt.to(self.backbone.device, self.backbone.dtype)
+        step = self.answering.max_batch_rows
+        parts = []
+        for a in range(0, len(suffixes), step):
+            batch = collate([(s, 0, 0) for s in suffixes[a:a + step]], self.pad_id)
+            batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
+            logits = option_logits(self.backbone, p, prefix.to(self.backbone.device), batch, self.answer_ids)
+            parts.append(logits.softmax(-1))
+        return torch.cat(parts).cpu()
 
     def __call__(self, cand: Candidate) -> dict[str, Any]:
         """Per dimension: P(high pole) per order, P(answer position 1), n."""
-        instr = cand.instruction or self.answering.instruction
-        if instr not in self._fitness:
-            self._fitness[instr] = SurveyFitness(self.backbone, [self.survey], {"POLE": 0.0}, Scoring(),
-                                                 replace(self.answering, instruction=instr))
-        dist = self._fitness[instr](cand.prompt).distributions[0].float().cpu()  # (2, I, 2) as asked
-        high_first = dist[0, :, 0]  # P(high) when the high pole is option 1
-        low_first = dist[1, :, 1]  # P(high) when the high pole is option 2
+        probs = self.probabilities(cand.prompt, cand.instruction or self.answering.instruction)
         out: dict[str, Any] = {}
         start = 0
-        for dim, rows in self.subset.items():
-            sl = slice(start, start + len(rows))
-            start += len(rows)
-            out[dim] = {"n": len(rows),
-                        "p_high": [high_first[sl].tolist(), low_first[sl].tolist()],
-                        "p_position1": float(torch.cat([dist[0, sl, 0], dist[1, sl, 0]]).mean())}
+        for dim, exs in self.subset.items():
+            mine = probs[start:start + len(exs)]
+            start += len(exs)
+            # order 0: high pole listed first; order 1: listed second. label = the high pole's number.
+            p_high = [[float(mine[i, ex.label]) for i, ex in enumerate(exs) if ex.order == o] for o in (0, 1)]
+            out[dim] = {"n": len({ex.group for ex in exs}), "p_high": p_high, "p_position1": float(mine[:, 0].mean())}
         return out
 
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from culturalign.model.backbone import Backbone
-from culturalign.model.prefix_cache import prefill, suffix_last_logits
-from culturalign.model.soft_prompt import prompted_logits
+from culturalign.data.choice import option_logits
 
 
 class ChoiceObjective:
@@ -36,16 +35,8 @@ class ChoiceObjective:
         self.num_classes = len(answer_ids)
 
     def logits(self, prompt: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, K) fp32 logits of the option tokens at the answer position."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        B = ids.shape[0]
-        p = None if prompt is None else prompt.unsqueeze(0)
-        if len(self.prefix_ids):
-            cache, length = prefill(self.backbone, p, self.prefix_ids, 1)
-            last, _ = suffix_last_logits(self.backbone, cache, length, B, ids, mask)
-        else:  # no shared template head: plain forward
-            last = prompted_logits(self.backbone, None if p is None else p.expand(B, -1, -1), ids, mask)[:, -1]
-        return last.index_select(-1, self.answer_ids.to(last.device)).float()
+        """(B, K) fp32 logits of the option tokens at the answer position (the one scoring `evaluate` uses too)."""
+        return option_logits(self.backbone, prompt, self.prefix_ids, batch, self.answer_ids)
 
     def loss(self, prompt: torch.Tensor, batch: dict[str, torch.Tensor], stage: str, step: int) -> tuple[torch.Tensor, dict]:
         logits = self.logits(prompt, batch)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
-from culturalign.data.choice import ChoiceExample
+from culturalign.data.choice import ChoiceExample, limit_groups
 from culturalign.data.folds import FoldPlan
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, refuse_overlap
@@ -174,17 +174,6 @@ def register(name: str, builder: Builder) -> None:
     if name in DATASETS:
         raise CulturalignError(f"dataset {name!r} is registered twice")
     DATASETS[name] = builder
-
-
-def limit_groups(examples: list[ChoiceExample], limit: int | None, seed: int) -> list[ChoiceExample]:
-    """Keep `limit` questions (all their orders), stratified by the examples' strata."""
-    from culturalign.data.folds import interleave
-
-    if limit is None:
-        return examples
-    strata = {ex.group: ex.stratum for ex in examples}
-    keep = set(interleave(strata, seed + 104729)[:limit])
-    return [ex for ex in examples if ex.group in keep]
 
 
 def _cdeval(dimension: str) -> Builder:

@@ -1,0 +1,33 @@
+"""Token rows into batches: the one common-prefix and the one left-padding helper every path uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all rows share, leaving at least one token per row.
+
+    The shared prefix (the chat template's head) is run once and its KV cache reused; every row
+    keeps one token of its own so its last position is computed in the batched suffix forward.
+    """
+    P = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for j in range(max(P, 0)):
+        if any(r[j] != first[j] for r in rows):
+            return j
+    return max(P, 0)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (len(rows), longest row): padded on the left, so position -1 is always a real token."""
+    S = max(len(r) for r in rows)
+    ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), S), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, S - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, S - len(r):] = 1
+    return ids, mask
