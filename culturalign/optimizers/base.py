@@ -2,9 +2,10 @@
 
 Every optimizer, built-in or plugin, is a subclass of `Optimizer` registered under the entry-point
 group `culturalign.optimizers` (the package registers its own DE and GD there too). Black-box
-optimizers implement ask / tell / recommend / state_bytes / load_state over a flat search vector;
-the shared loop in `culturalign.fit.blackbox` does everything else (fitness, checkpoints, resume,
-distribution), so a new optimizer is one small module.
+optimizers implement setup / ask / tell / recommend over a flat search vector and are
+deterministic given the seed; the shared loop in `culturalign.fit.blackbox` does everything else
+(fitness, checkpoints, resume by replaying the recorded asks and tells, distribution), so a new
+optimizer is one small module with no state code.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ class SearchSetup:
 
 
 class BlackBoxOptimizer(Optimizer):
-    """Minimise f(z), z in R^dim, starting around z = 0 (the init prompt)."""
+    """Minimise f(z), z in R^dim, starting around z = 0 (the init prompt).
+
+    Given the same setup (seed included) and the same losses, ask() must return the same candidates,
+    bit for bit, and use no random state but its own: resume replays the run's asks and tells into a
+    fresh instance (`culturalign.optimizers.replay`) and refuses if an ask differs.
+    """
 
     def __init__(self, popsize: int = 16) -> None:
         if popsize < 2:
@@ -64,14 +70,6 @@ class BlackBoxOptimizer(Optimizer):
     @abstractmethod
     def recommend(self) -> np.ndarray:
         """The optimizer's current best guess, shape (dim,)."""
-
-    @abstractmethod
-    def state_bytes(self) -> bytes:
-        """Everything needed to continue bit-identically (loaded with an allow-list unpickler)."""
-
-    @abstractmethod
-    def load_state(self, data: bytes) -> None:
-        """Restore from `state_bytes()`; the loop calls setup() first."""
 
 
 def _dist_name(ep) -> str:

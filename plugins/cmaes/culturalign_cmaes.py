@@ -3,43 +3,26 @@
     pip install -e plugins/cmaes
     culturalign fit --optimizer CMAES --optimizer.popsize 16 --search.space subspace
 
-Two choices make `--run.resume` bit-identical to an uninterrupted run:
+Two choices make `--run.resume` (a replay of the run's asks and tells) bit-identical:
 - cma draws every random number from numpy's *global* generator. This module owns a generator
-  state, swaps it in around each cma call (and out again, so nothing else in the process is
-  disturbed), and saves it beside the pickled strategy.
-- Step size adapts by CSA. cma's default above 300 dimensions (TPA) diverged one generation
-  after a pickle resume on cma 4.5.0; CSA resumed exactly.
+  state and swaps it in around each cma call (and out again, so nothing else in the process is
+  disturbed).
+- Step size adapts by CSA. cma's default above 300 dimensions (TPA) also draws from the global
+  generator outside these calls' control.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from culturalign.checkpoint.format import safe_loads
 from culturalign.errors import CulturalignError
 from culturalign.optimizers.base import BlackBoxOptimizer, SearchSetup
 
 # Full covariance costs dim^2 memory and an O(dim^3) eigendecomposition; above this, go diagonal.
 DIAGONAL_ABOVE = 1000
-
-
-class _StatePickler(pickle.Pickler):
-    """Pickles numpy's global `randn` (which cma keeps a reference to) by name.
-
-    By default a bound method pickles as `getattr(<a copy of the global generator>, "randn")`, so a
-    resumed cma would sample from that copy instead of the state `_own_rng` swaps in. By name it
-    unpickles as the very same global function.
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        if obj is np.random.randn:
-            return "randn"  # a global: numpy.random.randn
-        return NotImplemented
 
 
 class CMAES(BlackBoxOptimizer):
@@ -107,13 +90,3 @@ class CMAES(BlackBoxOptimizer):
     def recommend(self) -> np.ndarray:
         best = self._es.best.x
         return np.asarray(self._es.mean if best is None else best)
-
-    def state_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        _StatePickler(buf, protocol=4).dump({"es": self._es, "rng": self._rng_state})
-        return buf.getvalue()
-
-    def load_state(self, data: bytes) -> None:
-        state: dict[str, Any] = safe_loads(data)
-        self._es, self._rng_state = state["es"], state["rng"]
-        self._pending = []
