@@ -59,7 +59,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_shipped_optimizers_are_registered():
-    missing = {"DE", "CMAES", "PSO"} - set(BLACKBOX)
+    missing = {"DE", "CMAES", "PSO", "RS"} - set(BLACKBOX)
     assert not missing, f"{missing} not installed: run `pip install -e plugins/cmaes -e plugins/pso` (make install)"
     assert "GD" in discover() and "GD" not in BLACKBOX  # registered the same way, but not ask/tell
 
@@ -149,6 +149,22 @@ def test_replay_into_another_setup_is_refused(optimizer, tmp_path):
     message = str(err.value)
     assert message.startswith(f"cannot resume {tmp_path}: {optimizer} asks other candidates than the run recorded "
                               "at generation 1 of 2") and "--run.resume false" in message and "\n" not in message
+
+
+def test_random_search_ignores_losses_and_samples_with_the_loops_sigma():
+    """RS is the baseline: candidates z ~ N(0, sigma^2) around the init prompt, whatever the losses say."""
+    a, b = _fresh("RS", 400), _fresh("RS", 400)
+    za, zb = a.ask(), b.ask()
+    a.tell(za, np.arange(5.0))
+    b.tell(zb, -np.arange(5.0) * 1e6)
+    za, zb = a.ask(), b.ask()
+    assert np.array_equal(za, zb)
+    assert abs(za.mean()) < 0.05 and za.std() == pytest.approx(0.5, rel=0.05)
+    # popsize only batches: the same seed draws the same candidates in the same order.
+    wide = discover()["RS"](popsize=10)
+    wide.setup(SearchSetup(dim=400, budget=60, sigma=0.5, seed=7))
+    narrow = _fresh("RS", 400)
+    assert np.array_equal(wide.ask(), np.concatenate([narrow.ask(), narrow.ask()]))
 
 
 @pytest.mark.parametrize("optimizer", BLACKBOX)
