@@ -4,9 +4,9 @@
     culturalign fit --optimizer CMAES --optimizer.popsize 16 --search.space subspace
 
 nevergrad hands cma its own seeded generator, so the shared adapter's seeding and replayed resume
-apply as they are. Step size adapts by CSA: cma's default above 300 dimensions (TPA) also draws
-from numpy's global generator (checked on cma 4.5.0), which would make a run, and so its replay,
-depend on whatever else the process drew.
+apply as they are. Step size adapts by CSA, as before the move to nevergrad (so runs ask the same
+candidates as then): cma's default above 300 dimensions (TPA) draws from numpy's global generator
+for a consistency check (cma 4.5.0), disturbing every other user of it.
 """
 
 from __future__ import annotations
