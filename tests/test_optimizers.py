@@ -167,6 +167,16 @@ def test_random_search_ignores_losses_and_samples_with_the_loops_sigma():
     assert np.array_equal(wide.ask(), np.concatenate([narrow.ask(), narrow.ask()]))
 
 
+def test_replay_cost_benchmark_runs(capsys):
+    """benchmarks/replay_cost.py (its figures are in docs/checkpoints.md) on a tiny budget, every optimizer."""
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "replay_cost.py"))
+    bench["main"](["--evaluations", "32", "--popsize", "8", "--dims", "8", "--optimizers", ",".join(BLACKBOX)])
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows == ["optimizer", *BLACKBOX]  # the header, then one row each
+
+
 @pytest.mark.parametrize("optimizer", BLACKBOX)
 def test_resume_after_generation_k_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
     run(fit_args(tiny_model_dir, tmp_path, "split", optimizer, K, "false"))
