@@ -1,8 +1,9 @@
 """Every registered black-box optimizer, built-in or plugin, through the same checks on the tiny model.
 
-A few generations through the CLI, a state round trip through the allow-list unpickler, and exact
-resume: stopped at generation k (by budget, or SIGKILLed in a subprocess) and resumed, a run ends
-with the same best loss, prompt tensor and history as an uninterrupted one, bit for bit.
+A few generations through the CLI, a state round trip (the record of asks and tells, as tensors,
+replayed into a fresh instance), and exact resume: stopped at generation k (by budget, or SIGKILLed
+in a subprocess) and resumed, a run ends with the same best loss, prompt tensor and history as an
+uninterrupted one, bit for bit.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from culturalign.checkpoint.format import safe_loads
 from culturalign.cli import run
 from culturalign.errors import CulturalignError
-from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
+from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.replay import AskTellRecord
 from culturalign.optimizers.base import discover
 
 BLACKBOX = sorted(name for name, cls in discover().items() if issubclass(cls, BlackBoxOptimizer))
@@ -59,7 +60,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_shipped_optimizers_are_registered():
-    missing = {"DE", "CMAES", "PSO"} - set(BLACKBOX)
+    missing = {"DE", "CMAES", "PSO", "RS"} - set(BLACKBOX)
     assert not missing, f"{missing} not installed: run `pip install -e plugins/cmaes -e plugins/pso` (make install)"
     assert "GD" in discover() and "GD" not in BLACKBOX  # registered the same way, but not ask/tell
 
@@ -99,36 +100,82 @@ def test_runs_a_few_generations(optimizer, uninterrupted, tiny_backbone):
     assert float(fitness(prompt).losses[0]) == pytest.approx(meta["best_loss"], abs=1e-9)
 
 
+def _fresh(optimizer: str, dim: int, seed: int = 7, budget: int = 60) -> BlackBoxOptimizer:
+    opt = discover()[optimizer](popsize=5)
+    opt.setup(SearchSetup(dim=dim, budget=budget, sigma=0.5, seed=seed))
+    return opt
+
+
+def _generation(opt: BlackBoxOptimizer, record: AskTellRecord | None = None) -> np.ndarray:
+    z = opt.ask()
+    losses = ((z - 0.3) ** 2).sum(1)
+    opt.tell(z, losses)
+    if record is not None:
+        record.add(z, losses)
+    return z
+
+
 @pytest.mark.parametrize("dim", [12, 2000])  # 2000: CMA-ES switches to a diagonal covariance
 @pytest.mark.parametrize("optimizer", BLACKBOX)
-def test_state_round_trip(optimizer, dim):
-    """Population size is what was asked; state survives bytes -> safe_loads and continues identically;
-    numpy's global generator is neither used nor disturbed (so resume cannot depend on it)."""
-    cls = discover()[optimizer]
+def test_state_round_trip(optimizer, dim, tmp_path):
+    """Population size is what was asked; the record survives safetensors and, replayed into a fresh
+    instance (other budget, other global generator state), continues identically; numpy's global
+    generator is neither used nor disturbed (so resume cannot depend on it)."""
+    from culturalign.checkpoint.format import load_last, save_last
 
-    def fresh() -> BlackBoxOptimizer:
-        opt = cls(popsize=5)
-        opt.setup(SearchSetup(dim=dim, budget=60, sigma=0.5, seed=7))
-        return opt
-
-    def generation(opt: BlackBoxOptimizer) -> np.ndarray:
-        z = opt.ask()
-        opt.tell(z, ((z - 0.3) ** 2).sum(1))
-        return z
-
-    a = fresh()
+    a, record = _fresh(optimizer, dim), AskTellRecord()
     np.random.seed(1)
     for _ in range(3):
-        assert generation(a).shape == (5, dim)
+        assert _generation(a, record).shape == (5, dim)
     assert np.random.rand() == np.random.RandomState(1).rand()  # the global generator was not touched
-    data = a.state_bytes()
-    safe_loads(data)  # the state only names allow-listed types
-    b = fresh()
+    save_last(tmp_path, torch.zeros(2, 3), {"step": 3}, record.state())
+    state = load_last(tmp_path)[2]
+    assert set(state) == {"asks_sha256", "losses"} and state["losses"].dtype == torch.float64
+    b = _fresh(optimizer, dim, budget=600)  # a resumed run may be given a larger budget
     np.random.seed(12345)  # a process that resumes has another global generator state
-    b.load_state(data)
+    AskTellRecord.from_state(state, tmp_path).replay(b, tmp_path)
     for _ in range(3):
-        assert np.array_equal(generation(a), generation(b))
+        assert np.array_equal(_generation(a), _generation(b))
     assert a.recommend().shape == (dim,) and np.array_equal(a.recommend(), b.recommend())
+
+
+@pytest.mark.parametrize("optimizer", BLACKBOX)
+def test_replay_into_another_setup_is_refused(optimizer, tmp_path):
+    """Resuming with another seed (or settings, popsize, library version) refuses at the first differing ask."""
+    a, record = _fresh(optimizer, 12), AskTellRecord()
+    for _ in range(2):
+        _generation(a, record)
+    with pytest.raises(CulturalignError) as err:
+        record.replay(_fresh(optimizer, 12, seed=8), tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"cannot resume {tmp_path}: {optimizer} asks other candidates than the run recorded "
+                              "at generation 1 of 2") and "--run.resume false" in message and "\n" not in message
+
+
+def test_random_search_ignores_losses_and_samples_with_the_loops_sigma():
+    """RS is the baseline: candidates z ~ N(0, sigma^2) around the init prompt, whatever the losses say."""
+    a, b = _fresh("RS", 400), _fresh("RS", 400)
+    za, zb = a.ask(), b.ask()
+    a.tell(za, np.arange(5.0))
+    b.tell(zb, -np.arange(5.0) * 1e6)
+    za, zb = a.ask(), b.ask()
+    assert np.array_equal(za, zb)
+    assert abs(za.mean()) < 0.05 and za.std() == pytest.approx(0.5, rel=0.05)
+    # popsize only batches: the same seed draws the same candidates in the same order.
+    wide = discover()["RS"](popsize=10)
+    wide.setup(SearchSetup(dim=400, budget=60, sigma=0.5, seed=7))
+    narrow = _fresh("RS", 400)
+    assert np.array_equal(wide.ask(), np.concatenate([narrow.ask(), narrow.ask()]))
+
+
+def test_replay_cost_benchmark_runs(capsys):
+    """benchmarks/replay_cost.py (its figures are in docs/checkpoints.md) on a tiny budget, every optimizer."""
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "replay_cost.py"))
+    bench["main"](["--evaluations", "32", "--popsize", "8", "--dims", "8", "--optimizers", ",".join(BLACKBOX)])
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows == ["optimizer", *BLACKBOX]  # the header, then one row each
 
 
 @pytest.mark.parametrize("optimizer", BLACKBOX)
@@ -174,7 +221,7 @@ def test_sigkill_then_resume_is_exact(optimizer, uninterrupted, tiny_model_dir, 
 def _docs_example() -> tuple[str, dict]:
     """The example plugin of docs/optimizers.md: its module source and its pyproject."""
     blocks = re.findall(r"```(python|toml)\n(.*?)```", DOCS.read_text(), re.S)
-    module = next(code for lang, code in blocks if lang == "python" and "class RandomSearch" in code)
+    module = next(code for lang, code in blocks if lang == "python" and "class LocalSearch" in code)
     pyproject = next(code for lang, code in blocks if lang == "toml" and "culturalign.optimizers" in code)
     return module, tomllib.loads(pyproject)
 
@@ -189,19 +236,23 @@ def _put_plugin_on_path(where: Path, dist: str, version: str, entry_points: dict
     monkeypatch.syspath_prepend(str(where))
 
 
-def test_throwaway_plugin_runs_by_name(tiny_model_dir, tmp_path, monkeypatch):
+def test_throwaway_plugin_runs_by_name_and_resumes_exactly(tiny_model_dir, tmp_path, monkeypatch):
     module, pyproject = _docs_example()
     site = tmp_path / "site"
     site.mkdir()
-    (site / "culturalign_randomsearch.py").write_text(module)
+    (site / "culturalign_localsearch.py").write_text(module)
     eps = pyproject["project"]["entry-points"]["culturalign.optimizers"]
     _put_plugin_on_path(site, pyproject["project"]["name"], pyproject["project"]["version"], eps, monkeypatch)
-    assert "RandomSearch" in discover()
-    args = fit_args(tiny_model_dir, tmp_path, "rs", "RandomSearch", 2, "false") + ["--optimizer.decay", "0.8"]
-    result = run(args)
-    meta = json.loads((tmp_path / "rs" / "meta.json").read_text())
-    assert meta["optimizer"] == {"name": "RandomSearch", "config": {"popsize": POP, "decay": 0.8}}
-    assert result["evaluations"] == 2 * POP and result["best_loss"] == meta["best_loss"]
+    assert "LocalSearch" in discover()
+    decay = ["--optimizer.decay", "0.8"]
+    result = run(fit_args(tiny_model_dir, tmp_path, "local", "LocalSearch", GENS, "false") + decay)
+    meta = json.loads((tmp_path / "local" / "meta.json").read_text())
+    assert meta["optimizer"] == {"name": "LocalSearch", "config": {"popsize": POP, "decay": 0.8}}
+    assert result["evaluations"] == GENS * POP and result["best_loss"] == meta["best_loss"]
+    # The plugin has no state code: resume replays its recorded asks and tells, bit for bit.
+    run(fit_args(tiny_model_dir, tmp_path, "split", "LocalSearch", K, "false") + decay)
+    run(fit_args(tiny_model_dir, tmp_path, "split", "LocalSearch", GENS, "true") + decay)
+    assert_same_run(tmp_path / "local", tmp_path / "split")
 
 
 def test_two_plugins_with_one_name_fail_naming_both(tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -209,8 +260,8 @@ def test_two_plugins_with_one_name_fail_naming_both(tiny_model_dir, tmp_path, mo
     for dist, version in (("culturalign-dup-a", "0.1"), ("culturalign-dup-b", "0.2")):
         site = tmp_path / dist
         (site).mkdir()
-        (site / "culturalign_randomsearch.py").write_text(module)
-        _put_plugin_on_path(site, dist, version, {"Twin": "culturalign_randomsearch:RandomSearch"}, monkeypatch)
+        (site / "culturalign_localsearch.py").write_text(module)
+        _put_plugin_on_path(site, dist, version, {"Twin": "culturalign_localsearch:LocalSearch"}, monkeypatch)
     with pytest.raises(CulturalignError, match="Twin") as err:
         discover()
     assert "culturalign-dup-a 0.1" in str(err.value) and "culturalign-dup-b 0.2" in str(err.value)

@@ -22,6 +22,7 @@ from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_pro
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.replay import AskTellRecord
 from culturalign.blackbox.space import Projection, Search
 from culturalign.plots import convergence, dimension_bars
 
@@ -102,6 +103,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
     history: list[list[float]] = []
     best_loss, best_prompt = float(init.losses[0]), ctx.v0.clone()
     evaluations, elapsed_before = 0, 0.0
+    record = AskTellRecord()  # the optimizer's whole state: it is never pickled, resume replays this
 
     resumed = load_last(ctx.run_dir) if ctx.resume in ("auto", True) else None
     if resumed is not None:
@@ -111,12 +113,15 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                 f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
                 "pass another --run.name or --run.resume false"
             )
-        optimizer.load_state(state["optimizer"])
+        replay_start = time.time()
+        record = AskTellRecord.from_state(state, ctx.run_dir / "last")
+        record.replay(optimizer, ctx.run_dir)
         history = state["history"].tolist()
         best_prompt, best_loss = prompt, float(meta["best_loss"])
         evaluations, elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
         if is_main:
-            print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, best loss {best_loss:.3f})")
+            print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, "
+                  f"best loss {best_loss:.3f}; optimizer replayed in {time.time() - replay_start:.1f} s)")
             for row in history:  # a new logger starts a new metrics file: carry the finished generations over
                 _log_generation(fabric, row)
 
@@ -167,12 +172,13 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
             history.append([len(history) + 1, evaluations, best_loss, float(losses.mean()), float(losses[i]), seconds])
             if is_main:
                 optimizer.tell(z, losses)
+                record.add(z, losses)
                 meta = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": best_loss,
                         "seconds": seconds, "optimizer": ctx.meta["optimizer"]}
                 if improved:
                     save_prompt(ctx.run_dir, best_prompt, meta, ctx.backbone.model.config)
                 save_last(ctx.run_dir, best_prompt, meta,
-                          {"optimizer": optimizer.state_bytes(), "history": torch.tensor(history, dtype=torch.float64)},
+                          {**record.state(), "history": torch.tensor(history, dtype=torch.float64)},
                           ctx.backbone.model.config)
                 _log_generation(fabric, history[-1])
                 bar.update(len(losses))

@@ -1,13 +1,16 @@
-"""Shared adapter for nevergrad optimizers: one generation = popsize asks, then popsize tells."""
+"""Shared adapter for nevergrad optimizers: one generation = popsize asks, then popsize tells.
+
+nevergrad draws every random number from the parametrization's own seeded generator, so a fresh
+instance fed the same losses asks the same candidates: that is what resume relies on (it replays
+the run's record, `culturalign.blackbox.replay`), and why no optimizer object is ever saved.
+"""
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
 
-from culturalign.checkpoint.format import safe_loads
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 
 
@@ -41,10 +44,3 @@ class NevergradOptimizer(BlackBoxOptimizer):
 
     def recommend(self) -> np.ndarray:
         return np.asarray(self._opt.provide_recommendation().value)
-
-    def state_bytes(self) -> bytes:
-        return pickle.dumps(self._opt, protocol=4)
-
-    def load_state(self, data: bytes) -> None:
-        self._opt = safe_loads(data)
-        self._pending = []

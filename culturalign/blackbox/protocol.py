@@ -1,4 +1,4 @@
-"""What a black-box optimizer implements: ask / tell / recommend / state over a flat search vector.
+"""What a black-box optimizer implements: setup / ask / tell / recommend over a flat search vector.
 
 The shared loop (`culturalign.blackbox.loop`) does everything else (fitness, checkpoints, resume,
 distribution), so a new black-box optimizer is one small module.
@@ -30,7 +30,12 @@ class SearchSetup:
 
 
 class BlackBoxOptimizer(Optimizer):
-    """Minimise f(z), z in R^dim, starting around z = 0 (the init prompt)."""
+    """Minimise f(z), z in R^dim, starting around z = 0 (the init prompt).
+
+    Given the same setup (seed included) and the same losses, ask() must return the same candidates,
+    bit for bit, and use no random state but its own: resume replays the run's asks and tells into a
+    fresh instance (`culturalign.blackbox.replay`) and refuses if an ask differs.
+    """
 
     def __init__(self, popsize: int = 16) -> None:
         if popsize < 2:
@@ -58,12 +63,3 @@ class BlackBoxOptimizer(Optimizer):
     @abstractmethod
     def recommend(self) -> np.ndarray:
         """The optimizer's current best guess, shape (dim,)."""
-
-    @abstractmethod
-    def state_bytes(self) -> bytes:
-        """Everything needed to continue bit-identically (loaded with an allow-list unpickler)."""
-
-    @abstractmethod
-    def load_state(self, data: bytes) -> None:
-        """Restore from `state_bytes()`; the loop calls setup() first."""
-

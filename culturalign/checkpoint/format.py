@@ -8,21 +8,17 @@
         last/                      resume point: adapter_model.safetensors + state.safetensors + meta.json
 
 Every file is written to a temporary name and renamed, and `last/` is swapped in as a whole, so a
-kill at any instant leaves the previous complete checkpoint in place. Loading never unpickles
-arbitrary objects: tensors come from safetensors, and optimizer state (a pickle for nevergrad/cma)
-goes through an allow-list unpickler.
+kill at any instant leaves the previous complete checkpoint in place. Loading never unpickles:
+everything is safetensors or JSON. Black-box optimizer state is the record of the run's asks and
+tells (tensors, `culturalign.blackbox.replay`), replayed into a freshly seeded optimizer.
 """
 
 from __future__ import annotations
 
-import enum
-import io
 import json
 import os
-import pickle
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,101 +228,3 @@ def load_last(run_dir: Path) -> tuple[torch.Tensor, dict[str, Any], dict[str, to
             state = {k: (tensors[k].numpy().tobytes() if kinds.get(k) == "bytes" else tensors[k]) for k in tensors}
             return prompt, meta, state
     return None
-
-
-# Optimizer state (nevergrad, cma) is a pickle, and a pickle is a program: naming `random._os.system`
-# and calling it is two opcodes. The unpickler below lets a state file (1) name only classes and
-# functions *defined* in the optimizer libraries, plus a fixed list of numpy/container
-# reconstructors, never a dotted path or an object merely imported into an allowed module;
-# (2) call (REDUCE) only those reconstructors; (3) create objects only through constructors that
-# run no library code. A crafted file can build optimizer objects, never run a function it chooses.
-SAFE_PICKLE_PACKAGES = ("nevergrad.optimization", "nevergrad.parametrization", "nevergrad.common", "cma", "culturalign")
-SAFE_CALLS = {
-    ("collections", "OrderedDict"), ("collections", "deque"), ("numpy", "dtype"), ("numpy.linalg", "eigh"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__generator_ctor"), ("_codecs", "encode"), ("builtins", "getattr"),
-    # cma keeps numpy's global sampling functions as options (`randn=np.random.randn`).
-    *(("numpy.random", n) for n in ("randn", "rand", "standard_normal", "normal", "uniform", "random")),
-    *(("builtins", n) for n in ("set", "frozenset", "slice", "range", "complex", "bytearray", "list", "dict",
-                                "tuple", "int", "float", "str", "bytes", "bool")),
-}
-SAFE_CLASSES = {("numpy", "ndarray"), ("numpy.random._mt19937", "MT19937"), ("numpy.random._pcg64", "PCG64"),
-                ("numpy.random.mtrand", "RandomState"), ("numpy.random._generator", "Generator"),
-                ("builtins", "object")}
-
-
-def _rng_getattr(obj: Any, name: str) -> Any:
-    """`getattr` as pickles of numpy RNG methods use it; anything else could reach globals."""
-    import numpy as np
-
-    if not isinstance(obj, (np.random.RandomState, np.random.Generator)) or name.startswith("_"):
-        raise CulturalignError(
-            f"optimizer state asks for attribute {name!r} of a {type(obj).__name__}, which is not allowed in a "
-            "checkpoint; the file was not written by culturalign or was tampered with: delete the run's last/ folder"
-        )
-    return getattr(obj, name)
-
-
-def _refuse(what: str) -> CulturalignError:
-    return CulturalignError(
-        f"optimizer state {what}, which is not allowed in a checkpoint; the file was not written by culturalign "
-        "or was tampered with: delete the run's last/ folder to start over"
-    )
-
-
-class _SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be overridden
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def find_class(self, module: str, name: str) -> Any:
-        if "." in name or name.startswith("__") and (module, name) not in SAFE_CALLS:
-            raise _refuse(f"names {module}.{name}")
-        if (module, name) == ("builtins", "getattr"):
-            return _rng_getattr
-        if (module, name) in SAFE_CALLS or (module, name) in SAFE_CLASSES:
-            return super().find_class(module, name)
-        if module.startswith(tuple(p + "." for p in SAFE_PICKLE_PACKAGES) + SAFE_PICKLE_PACKAGES):
-            obj = super().find_class(module, name)
-            # Only what the module defines: `from os import system` inside an allowed module must not pass.
-            if getattr(obj, "__module__", None) == module and callable(obj):
-                return obj
-        raise _refuse(f"names {module}.{name}")
-
-    def load_reduce(self) -> None:
-        func = self.stack[-2]
-        # An Enum class called with its value is a member lookup.
-        allowed = func is _rng_getattr or (isinstance(func, type) and issubclass(func, enum.Enum)) or any(
-            func is getattr(sys.modules.get(m), n, None) for m, n in SAFE_CALLS if (m, n) != ("builtins", "getattr"))
-        if not allowed:
-            raise _refuse(f"calls {getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__name__)}")
-        super().load_reduce()
-
-    def load_newobj(self) -> None:
-        self._check_new(self.stack[-2])
-        super().load_newobj()
-
-    def load_newobj_ex(self) -> None:
-        self._check_new(self.stack[-3])
-        super().load_newobj_ex()
-
-    @staticmethod
-    def _check_new(cls: Any) -> None:
-        # object.__new__, dict.__new__ ... allocate and run nothing; a Python-level __new__ could.
-        owner = next((k for k in getattr(cls, "__mro__", ()) if "__new__" in vars(k)), None)
-        if not isinstance(cls, type) or owner is None or not (owner.__module__ == "builtins" or issubclass(cls, (tuple, enum.Enum))):
-            raise _refuse(f"creates {getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)!s} through a custom __new__")
-
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-
-
-def safe_loads(data: bytes) -> Any:
-    """Unpickle optimizer state with an allow-list (never arbitrary code)."""
-    try:
-        return _SafeUnpickler(io.BytesIO(data)).load()
-    except CulturalignError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any decoding failure means a damaged state file
-        raise CulturalignError(f"optimizer state is damaged ({type(err).__name__}); delete the run's last/ folder to start over") from err

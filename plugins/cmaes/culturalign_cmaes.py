@@ -1,49 +1,27 @@
-"""CMA-ES over the soft prompt (the `cma` package): a culturalign optimizer plugin.
+"""CMA-ES over the soft prompt (nevergrad's `ParametrizedCMA`, which seeds and drives `cma`): a plugin.
 
     pip install -e plugins/cmaes
     culturalign fit --optimizer CMAES --optimizer.popsize 16 --search.space subspace
 
-Two choices make `--run.resume` bit-identical to an uninterrupted run:
-- cma draws every random number from numpy's *global* generator. This module owns a generator
-  state, swaps it in around each cma call (and out again, so nothing else in the process is
-  disturbed), and saves it beside the pickled strategy.
-- Step size adapts by CSA. cma's default above 300 dimensions (TPA) diverged one generation
-  after a pickle resume on cma 4.5.0; CSA resumed exactly.
+nevergrad hands cma its own seeded generator, so the shared adapter's seeding and replayed resume
+apply as they are. Step size adapts by CSA, as before the move to nevergrad (so runs ask the same
+candidates as then): cma's default above 300 dimensions (TPA) draws from numpy's global generator
+for a consistency check (cma 4.5.0), disturbing every other user of it.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
-
-from culturalign.checkpoint.format import safe_loads
 from culturalign.errors import CulturalignError
-from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
+from culturalign.blackbox.nevergrad_base import NevergradOptimizer
 
 # Full covariance costs dim^2 memory and an O(dim^3) eigendecomposition; above this, go diagonal.
 DIAGONAL_ABOVE = 1000
 
 
-class _StatePickler(pickle.Pickler):
-    """Pickles numpy's global `randn` (which cma keeps a reference to) by name.
-
-    By default a bound method pickles as `getattr(<a copy of the global generator>, "randn")`, so a
-    resumed cma would sample from that copy instead of the state `_own_rng` swaps in. By name it
-    unpickles as the very same global function.
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        if obj is np.random.randn:
-            return "randn"  # a global: numpy.random.randn
-        return NotImplemented
-
-
-class CMAES(BlackBoxOptimizer):
-    """Covariance Matrix Adaptation Evolution Strategy (`cma.CMAEvolutionStrategy`, CSA step size).
+class CMAES(NevergradOptimizer):
+    """Covariance Matrix Adaptation Evolution Strategy (nevergrad `ParametrizedCMA` over `cma`, CSA step size).
 
     Args:
         popsize: Population size (lambda); one generation = one batched survey of `popsize` prompts.
@@ -58,62 +36,18 @@ class CMAES(BlackBoxOptimizer):
         self.diagonal = diagonal
         self.active = active
 
-    @contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        """Run a cma call on this optimizer's random state instead of the process's."""
-        outer = np.random.get_state()
-        np.random.set_state(self._rng_state)
-        try:
-            yield
-        finally:
-            self._rng_state = np.random.get_state()
-            np.random.set_state(outer)
-
-    def setup(self, setup: SearchSetup) -> None:
+    def _build(self, parametrization: Any, budget: int) -> Any:
         import cma
+        import nevergrad as ng
 
-        diagonal = setup.dim > DIAGONAL_ABOVE if self.diagonal is None else self.diagonal
-        if not diagonal and setup.dim > 20 * DIAGONAL_ABOVE:
+        dim = parametrization.dimension
+        diagonal = dim > DIAGONAL_ABOVE if self.diagonal is None else self.diagonal
+        if not diagonal and dim > 20 * DIAGONAL_ABOVE:
             raise CulturalignError(
-                f"optimizer.diagonal=false at {setup.dim} dimensions needs a {setup.dim}^2 covariance matrix; "
+                f"optimizer.diagonal=false at {dim} dimensions needs a {dim}^2 covariance matrix; "
                 "pass --optimizer.diagonal true or --search.space subspace"
             )
-        opts = {
-            "popsize": self.popsize,
-            "seed": float("nan"),  # cma must not reseed the global generator: _own_rng holds the state
-            "AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaCSA,
-            "CMA_diagonal": bool(diagonal),
-            "CMA_active": self.active,
-            "verbose": -9,
-            "verb_log": 0,  # no outcmaes/ files in the working directory
-            "verb_disp": 0,
-        }
-        self._rng_state = np.random.RandomState(setup.seed).get_state()
-        with self._own_rng():
-            self._es = cma.CMAEvolutionStrategy(np.zeros(setup.dim), setup.sigma, opts)
-        self._pending: list[np.ndarray] = []
-
-    def ask(self) -> np.ndarray:
-        with self._own_rng():
-            self._pending = self._es.ask()
-        return np.stack(self._pending)
-
-    def tell(self, candidates: np.ndarray, losses: np.ndarray) -> None:
-        # cma matches told solutions against the objects it handed out, so give those back.
-        with self._own_rng():
-            self._es.tell(self._pending, [float(x) for x in losses])
-        self._pending = []
-
-    def recommend(self) -> np.ndarray:
-        best = self._es.best.x
-        return np.asarray(self._es.mean if best is None else best)
-
-    def state_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        _StatePickler(buf, protocol=4).dump({"es": self._es, "rng": self._rng_state})
-        return buf.getvalue()
-
-    def load_state(self, data: bytes) -> None:
-        state: dict[str, Any] = safe_loads(data)
-        self._es, self._rng_state = state["es"], state["rng"]
-        self._pending = []
+        inopts = {"AdaptSigma": cma.sigma_adaptation.CMAAdaptSigmaCSA, "CMA_active": self.active}
+        # scale 1 in nevergrad's standardized space = search.sigma in z, as the other optimizers start.
+        family = ng.families.ParametrizedCMA(popsize=self.popsize, diagonal=diagonal, inopts=inopts)
+        return family(parametrization, budget=budget, num_workers=self.popsize)

@@ -3,7 +3,7 @@
     pip install -e plugins/pso
     culturalign fit --optimizer PSO --optimizer.popsize 16
 
-The shared nevergrad adapter does ask/tell, seeding, archive pruning and the pickled state;
+The shared nevergrad adapter does ask/tell, seeding and archive pruning (resume replays the run);
 this module only says which nevergrad optimizer to build.
 """
 

@@ -182,7 +182,7 @@ def test_bad_input_leaves_no_run_folder_behind(files, capsys):
 
 
 def test_tampered_resume_state_is_refused_not_run(fit_cmd, tmp_path, capsys):
-    """A `last/` whose optimizer pickle names os.system stops the resume with exit 2; nothing runs."""
+    """A `last/` holding an optimizer pickle that names os.system stops the resume with exit 2, unread; nothing runs."""
     from culturalign.cli import run
 
     run(fit_cmd(budget=8))
@@ -195,10 +195,18 @@ def test_tampered_resume_state_is_refused_not_run(fit_cmd, tmp_path, capsys):
             import os
             return os.system, (f"touch {marker}",)
 
-    save_last(run_dir, prompt, meta, {**state, "optimizer": pickle.dumps(Exploit())})
+    save_last(run_dir, prompt, meta, {**state, "optimizer": pickle.dumps(Exploit())})  # as culturalign <= 0.1 stored it
     message = cli_error(fit_cmd(budget=16), capsys)
-    assert "optimizer state names posix.system" in message and "delete the run's last/ folder" in message
+    assert message == (f"{run_dir / 'last'} holds a pickled optimizer state from an older culturalign, which is no "
+                       "longer read (a pickle can run code); pass --run.resume false to start the run over")
     assert not marker.exists()
+
+    # A record whose asks were edited: the replay refuses at the first generation that differs.
+    digests = state["asks_sha256"].clone()
+    digests[1, 0] ^= 1
+    save_last(run_dir, prompt, meta, {**state, "asks_sha256": digests})
+    message = cli_error(fit_cmd(budget=16), capsys)
+    assert message.startswith(f"cannot resume {run_dir}: DE asks other candidates than the run recorded at generation 2 of 2")
 
     # The same with a pickle file dropped in place of last/state.safetensors.
     (run_dir / "last" / "state.safetensors").write_bytes(pickle.dumps(Exploit()))

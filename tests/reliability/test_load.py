@@ -13,7 +13,10 @@ import time
 
 import psutil
 
-from culturalign.checkpoint.format import load_last, safe_loads
+from culturalign.checkpoint.format import load_last
+from culturalign.blackbox.protocol import SearchSetup
+from culturalign.blackbox.de import DE
+from culturalign.blackbox.replay import AskTellRecord
 from reliability_helpers import REPO, fit_args, meta_step
 
 POPSIZE, GENERATIONS = 64, 5
@@ -47,9 +50,13 @@ def test_de_population_64_has_bounded_memory(tiny_model_dir, mini_survey, tmp_pa
 
     _, meta, state = load_last(run_dir)
     assert meta["evaluations"] == POPSIZE * GENERATIONS
-    optimizer = safe_loads(state["optimizer"])
+    # The optimizer as resume rebuilds it (a replay of the record into a fresh DE with the run's setup).
+    search = meta["search"]
+    optimizer = DE(popsize=POPSIZE)
+    optimizer.setup(SearchSetup(dim=search["dim"], budget=search["budget"], sigma=search["sigma"], seed=meta["seed"]))
+    AskTellRecord.from_state(state, run_dir).replay(optimizer, run_dir)
     # Pruning(min_len=popsize, max_len=4 * popsize): without it the archive holds all 320 points.
-    assert len(optimizer.archive) <= 4 * POPSIZE, len(optimizer.archive)
+    assert len(optimizer._opt.archive) <= 4 * POPSIZE, len(optimizer._opt.archive)
     assert len(rss_at) >= GENERATIONS - 2, rss_at  # sampled most generations
     later = [growth[g] for g in growth if g >= 3]
     assert max(later) - min(later) < 64, f"RSS keeps growing across generations: {growth}"
