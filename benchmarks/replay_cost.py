@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
-from culturalign.optimizers.base import discover
 from culturalign.blackbox.replay import AskTellRecord
+from culturalign.optimizers.base import discover
 
 
 def _fresh(name: str, dim: int, popsize: int, evaluations: int) -> BlackBoxOptimizer:

@@ -176,15 +176,8 @@ def run(argv: list[str] | None = None) -> Any:
             kwargs["invocation"] = Invocation(parser.dump(cfg, skip_check=True), from_command_line)
         return fn(**kwargs)
     except CulturalignError as err:
-        _close_progress_bars()  # else the message lands at the end of a half-drawn bar line
         print(f"culturalign: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _close_progress_bars() -> None:
-    tqdm = sys.modules.get("tqdm")
-    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
-        bar.close()
 
 
 if __name__ == "__main__":

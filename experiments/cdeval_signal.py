@@ -25,9 +25,9 @@ import torch
 
 from culturalign.data import cdeval
 from culturalign.data.choice import collate, tokenise
+from culturalign.gradient.module import ChoiceObjective
 from culturalign.model.backbone import load_backbone
 from culturalign.model.chat import answer_token_ids
-from culturalign.gradient.module import ChoiceObjective
 
 PERSONAS = {
     "IVR": ("You value enjoying life, fun, leisure and freedom to act as you please.",

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from culturalign.checkpoint.format import load_last, load_prompt, save_last, save_prompt, sanitise_run_name
+from culturalign.checkpoint.format import load_last, load_prompt, sanitise_run_name, save_last, save_prompt
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import load_backbone
 from culturalign.model.chat import chat_ids

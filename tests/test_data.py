@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from culturalign.data import cdeval, synthetic
+from culturalign.data.choice import limit_groups
 from culturalign.data.folds import stratified_folds
 from culturalign.data.inverse import implied_indices, inverse_answers
-from culturalign.data.choice import limit_groups
 from culturalign.errors import CulturalignError
 from culturalign.survey.definition import load_survey
 

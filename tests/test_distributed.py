@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from culturalign.blackbox.loop import read_history
 from safetensors.torch import load_file
 
+from culturalign.blackbox.loop import read_history
 from culturalign.cli import run
 
 # 9 candidates, 24 rows each (vsm13, one wording), 48 rows per forward -> micro-batches of 2:

@@ -15,19 +15,19 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 from safetensors.torch import load_file
 
-from culturalign.cli import run
-from culturalign.errors import CulturalignError
 from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 from culturalign.blackbox.replay import AskTellRecord
+from culturalign.cli import run
+from culturalign.errors import CulturalignError
 from culturalign.optimizers.base import discover
 
 BLACKBOX = sorted(name for name, cls in discover().items() if issubclass(cls, BlackBoxOptimizer))

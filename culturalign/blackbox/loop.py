@@ -12,18 +12,19 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt, write_json
-from culturalign.errors import CulturalignError
-from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 from culturalign.blackbox.replay import AskTellRecord
 from culturalign.blackbox.space import Projection, Search
+from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt, write_json
+from culturalign.errors import CulturalignError
+from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.plots import convergence, dimension_bars
 
 if TYPE_CHECKING:
@@ -89,109 +90,132 @@ def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | No
     return losses
 
 
+@dataclass
+class _Progress:
+    """What a run carries from generation to generation, and what resume restores."""
+
+    best_loss: float
+    best_prompt: torch.Tensor
+    history: list[list[float]] = field(default_factory=list)
+    evaluations: int = 0
+    elapsed_before: float = 0.0  # seconds spent before this process (resume)
+    record: AskTellRecord = field(default_factory=AskTellRecord)  # the optimizer's whole state; never pickled
+
+
+def _resume(ctx: FitContext, optimizer: BlackBoxOptimizer, progress: _Progress, fabric: Fabric | None) -> bool:
+    """Restore `progress` from <run>/last and replay the optimizer's record; False when there is nothing to resume."""
+    resumed = load_last(ctx.run_dir) if ctx.resume in ("auto", True) else None
+    if resumed is None:
+        return False
+    prompt, meta, state = resumed
+    if meta.get("optimizer", {}).get("name") != optimizer.name:
+        raise CulturalignError(f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
+                               "pass another --run.name or --run.resume false")
+    replay_start = time.time()
+    progress.record = AskTellRecord.from_state(state, ctx.run_dir / "last")
+    progress.record.replay(optimizer, ctx.run_dir)
+    progress.history = state["history"].tolist()
+    progress.best_prompt, progress.best_loss = prompt, float(meta["best_loss"])
+    progress.evaluations, progress.elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
+    if fabric is None or fabric.global_rank == 0:
+        print(f"resuming {ctx.run_dir} at generation {len(progress.history)} ({progress.evaluations} evaluations, "
+              f"best loss {progress.best_loss:.3f}; optimizer replayed in {time.time() - replay_start:.1f} s)")
+        for row in progress.history:  # a new logger starts a new metrics file: carry the finished generations over
+            _log_generation(fabric, row)
+    return True
+
+
+def _stop_reason(search: Search, progress: _Progress, started: float, stop: _StopFlag) -> str | None:
+    """Rank 0's decision before asking the next generation."""
+    if search.max_time is not None and progress.elapsed_before + time.time() - started >= search.max_time:
+        return "max_time"
+    if search.target_loss is not None and progress.best_loss <= search.target_loss:
+        return "target_loss"
+    return "interrupted" if stop.signal is not None else None
+
+
+def _score_generation(ctx: FitContext, projection: Projection, z: np.ndarray, progress: _Progress,
+                      fabric: Fabric | None, started: float) -> tuple[np.ndarray, bool]:
+    """Score one generation on every rank; update best and history. Returns (losses, improved)."""
+    prompts = projection.to_prompts(z)
+    losses = score_population(ctx, prompts, fabric)
+    if not np.isfinite(losses).all():
+        raise CulturalignError("fitness returned NaN for some candidates; this is a bug, please report it")
+    progress.evaluations += len(losses)
+    i = int(np.argmin(losses))
+    improved = bool(losses[i] < progress.best_loss)
+    if improved:
+        progress.best_loss, progress.best_prompt = float(losses[i]), prompts[i].clone()
+    seconds = progress.elapsed_before + time.time() - started
+    progress.history.append([len(progress.history) + 1, progress.evaluations, progress.best_loss, float(losses.mean()),
+                             float(losses[i]), seconds])
+    return losses, improved
+
+
+def _save_generation(ctx: FitContext, progress: _Progress, meta_base: dict[str, Any], improved: bool,
+                     fabric: Fabric | None) -> None:
+    """Rank 0: best prompt when it improved, the resume point every generation, one metrics row."""
+    h = progress.history[-1]
+    meta = {**meta_base, "step": len(progress.history), "evaluations": progress.evaluations,
+            "best_loss": progress.best_loss, "seconds": h[5], "optimizer": ctx.meta["optimizer"]}
+    if improved:
+        save_prompt(ctx.run_dir, progress.best_prompt, meta, ctx.backbone.model.config)
+    save_last(ctx.run_dir, progress.best_prompt, meta,
+              {**progress.record.state(), "history": torch.tensor(progress.history, dtype=torch.float64)},
+              ctx.backbone.model.config)
+    _log_generation(fabric, h)
+
+
 def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, fabric: Fabric | None = None) -> dict[str, Any]:
     """Run (or resume) a black-box fit; returns the final summary written to meta.json."""
+    from tqdm.auto import tqdm
+
     is_main = fabric is None or fabric.global_rank == 0
     emb_std = float(ctx.backbone.model.get_input_embeddings().weight.float().std())
     projection = Projection(search, ctx.v0, emb_std, ctx.seed)
     optimizer.setup(SearchSetup(dim=projection.dim, budget=search.budget, sigma=search.sigma, seed=ctx.seed))
-
-    baseline = ctx.fitness(None)
-    no_prompt = max(float(baseline.losses[0]), 1e-9)  # the progress bar shows best / no-prompt loss
-    init = ctx.fitness(ctx.v0)
+    baseline, init = ctx.fitness(None), ctx.fitness(ctx.v0)
     ctx.fitness.require_answers([baseline, init], f"{ctx.backbone.model_id} (with and without the init prompt)")
-    history: list[list[float]] = []
-    best_loss, best_prompt = float(init.losses[0]), ctx.v0.clone()
-    evaluations, elapsed_before = 0, 0.0
-    record = AskTellRecord()  # the optimizer's whole state: it is never pickled, resume replays this
-
-    resumed = load_last(ctx.run_dir) if ctx.resume in ("auto", True) else None
-    if resumed is not None:
-        prompt, meta, state = resumed
-        if meta.get("optimizer", {}).get("name") != optimizer.name:
-            raise CulturalignError(
-                f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
-                "pass another --run.name or --run.resume false"
-            )
-        replay_start = time.time()
-        record = AskTellRecord.from_state(state, ctx.run_dir / "last")
-        record.replay(optimizer, ctx.run_dir)
-        history = state["history"].tolist()
-        best_prompt, best_loss = prompt, float(meta["best_loss"])
-        evaluations, elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
-        if is_main:
-            print(f"resuming {ctx.run_dir} at generation {len(history)} ({evaluations} evaluations, "
-                  f"best loss {best_loss:.3f}; optimizer replayed in {time.time() - replay_start:.1f} s)")
-            for row in history:  # a new logger starts a new metrics file: carry the finished generations over
-                _log_generation(fabric, row)
-
+    no_prompt = max(float(baseline.losses[0]), 1e-9)  # the progress bar shows best / no-prompt loss
+    progress = _Progress(float(init.losses[0]), ctx.v0.clone())
+    resumed = _resume(ctx, optimizer, progress, fabric)
     meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init_prompt": result_summary(ctx.fitness, init),
                  "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget}}
     if is_main:
         (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)
-        if resumed is None:
-            save_prompt(ctx.run_dir, best_prompt, {**meta_base, "step": 0, "best_loss": best_loss, "evaluations": 0},
-                        ctx.backbone.model.config)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=search.budget, initial=evaluations, desc=optimizer.name, unit="eval", disable=not is_main,
-               dynamic_ncols=True)
-    started = time.time()
-    stop_reason = "budget"
-    resumed_at, last_seconds = len(history), elapsed_before
-    with _StopFlag(verbose=is_main) as stop:
-        while evaluations < search.budget:
+        if not resumed:
+            save_prompt(ctx.run_dir, progress.best_prompt, {**meta_base, "step": 0, "best_loss": progress.best_loss,
+                                                            "evaluations": 0}, ctx.backbone.model.config)
+    started, stop_reason = time.time(), "budget"
+    resumed_at, last_seconds = len(progress.history), progress.elapsed_before
+    # A context manager closes the bar on any exit, so an error line never lands on a half-drawn bar.
+    with _StopFlag(verbose=is_main) as stop, tqdm(total=search.budget, initial=progress.evaluations, desc=optimizer.name,
+                                                  unit="eval", disable=not is_main, dynamic_ncols=True) as bar:
+        while progress.evaluations < search.budget:
             # Clocks and signals differ between ranks: rank 0 decides, and sends its decision with
             # the population, so every rank leaves the loop after the same generation.
-            reason, z = None, None
-            if is_main:
-                if search.max_time is not None and elapsed_before + time.time() - started >= search.max_time:
-                    reason = "max_time"
-                elif search.target_loss is not None and best_loss <= search.target_loss:
-                    reason = "target_loss"
-                elif stop.signal is not None:
-                    reason = "interrupted"
-                else:
-                    z = optimizer.ask()
+            reason = _stop_reason(search, progress, started, stop) if is_main else None
+            z = optimizer.ask() if is_main and reason is None else None
             if fabric is not None and fabric.world_size > 1:
                 reason, z = fabric.broadcast((reason, z), src=0)
             if reason is not None:
                 stop_reason = reason
                 break
-            prompts = projection.to_prompts(z)
-            losses = score_population(ctx, prompts, fabric)
-            if not np.isfinite(losses).all():
-                raise CulturalignError("fitness returned NaN for some candidates; this is a bug, please report it")
-            evaluations += len(losses)
-            i = int(np.argmin(losses))
-            improved = bool(losses[i] < best_loss)
-            if improved:
-                best_loss, best_prompt = float(losses[i]), prompts[i].clone()
-            seconds = elapsed_before + time.time() - started
-            history.append([len(history) + 1, evaluations, best_loss, float(losses.mean()), float(losses[i]), seconds])
+            losses, improved = _score_generation(ctx, projection, z, progress, fabric, started)
+            seconds = progress.history[-1][5]
             if is_main:
                 optimizer.tell(z, losses)
-                record.add(z, losses)
-                meta = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": best_loss,
-                        "seconds": seconds, "optimizer": ctx.meta["optimizer"]}
-                if improved:
-                    save_prompt(ctx.run_dir, best_prompt, meta, ctx.backbone.model.config)
-                save_last(ctx.run_dir, best_prompt, meta,
-                          {**record.state(), "history": torch.tensor(history, dtype=torch.float64)},
-                          ctx.backbone.model.config)
-                _log_generation(fabric, history[-1])
+                progress.record.add(z, losses)
+                _save_generation(ctx, progress, meta_base, improved, fabric)
                 bar.update(len(losses))
-                bar.set_postfix(gen=len(history), best=f"{best_loss:.2f}", ratio=f"{best_loss / no_prompt:.2f}x",
-                                mean=f"{losses.mean():.2f}",
+                bar.set_postfix(gen=len(progress.history), best=f"{progress.best_loss:.2f}",
+                                ratio=f"{progress.best_loss / no_prompt:.2f}x", mean=f"{losses.mean():.2f}",
                                 evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}")
             last_seconds = seconds
-    bar.close()
-    if stop_reason == "budget" and resumed is not None and len(history) == resumed_at:
+    if stop_reason == "budget" and resumed and len(progress.history) == resumed_at:
         stop_reason = "already complete"
-    summary = {}
-    if is_main:
-        summary = _finish(ctx, best_prompt, meta_base, baseline, init, history, evaluations, stop_reason)
+    summary = _finish(ctx, progress.best_prompt, meta_base, baseline, init, progress.history, progress.evaluations,
+                      stop_reason) if is_main else {}
     if stop_reason == "interrupted":  # on ranks > 0 without a signal of their own: a clean exit
         raise SystemExit(130 if stop.signal == signal.SIGINT else 0)
     return summary

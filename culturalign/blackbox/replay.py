@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from culturalign.errors import CulturalignError
 from culturalign.blackbox.protocol import BlackBoxOptimizer
+from culturalign.errors import CulturalignError
 
 DIGESTS, LOSSES = "asks_sha256", "losses"
 OLD_PICKLE = "optimizer"  # culturalign <= 0.1 stored a pickled optimizer under this key

@@ -106,23 +106,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def adapter_config(prompt: torch.Tensor, base_model: str, backbone_config: Any = None) -> dict[str, Any]:
+    """adapter_config.json, written by PEFT's own config class so that PeftModel.from_pretrained reads it."""
+    from peft import PromptTuningConfig
+
     T, d = prompt.shape
-    cfg = {
-        "peft_type": "PROMPT_TUNING",
-        "task_type": "CAUSAL_LM",  # without it PEFT builds a bare PeftModel
-        "num_virtual_tokens": int(T),
-        "token_dim": int(d),
-        "num_transformer_submodules": 1,
-        "prompt_tuning_init": "RANDOM",  # TEXT would make PEFT load a tokenizer at init
-        "base_model_name_or_path": base_model,
-        "inference_mode": True,
-        "revision": None,
-        "tokenizer_name_or_path": None,
-    }
-    if backbone_config is not None:
-        cfg["num_attention_heads"] = int(backbone_config.num_attention_heads)
-        cfg["num_layers"] = int(backbone_config.num_hidden_layers)
-    return cfg
+    heads = {} if backbone_config is None else {"num_attention_heads": int(backbone_config.num_attention_heads),
+                                                "num_layers": int(backbone_config.num_hidden_layers)}
+    cfg = PromptTuningConfig(
+        task_type="CAUSAL_LM",  # without it PEFT builds a bare PeftModel
+        num_virtual_tokens=int(T), token_dim=int(d), num_transformer_submodules=1,
+        prompt_tuning_init="RANDOM",  # TEXT would make PEFT load a tokenizer at init
+        base_model_name_or_path=base_model, inference_mode=True, **heads)
+    return json.loads(json.dumps(cfg.to_dict(), default=str))  # enums and sets as plain JSON values
 
 
 def save_prompt(directory: Path, prompt: torch.Tensor, meta: dict[str, Any], backbone_config: Any = None) -> None:

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from culturalign.model.backbone import Backbone
 from culturalign.data.choice import option_logits
+from culturalign.model.backbone import Backbone
 
 
 class ChoiceObjective:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from culturalign.errors import CulturalignError
 from culturalign.blackbox.nevergrad_base import NevergradOptimizer
+from culturalign.errors import CulturalignError
 
 # Full covariance costs dim^2 memory and an O(dim^3) eigendecomposition; above this, go diagonal.
 DIAGONAL_ABOVE = 1000

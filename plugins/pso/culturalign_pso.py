@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from culturalign.errors import CulturalignError
 from culturalign.blackbox.nevergrad_base import NevergradOptimizer
+from culturalign.errors import CulturalignError
 
 
 class PSO(NevergradOptimizer):

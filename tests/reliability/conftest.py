@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from reliability_helpers import MINI_SURVEY, fit_args
 
 

@@ -16,9 +16,9 @@ from typing import Callable
 import pytest
 import torch
 import yaml
+from reliability_helpers import cli_error
 
 from culturalign.checkpoint.format import ADAPTER_WEIGHTS, META, load_last, save_last, save_prompt
-from reliability_helpers import cli_error
 
 
 @dataclass

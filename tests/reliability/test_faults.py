@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import last_step, meta_step, start_cli, wait_for
 
 import culturalign.checkpoint.format as fmt
 from culturalign.checkpoint.format import load_last, load_prompt, save_last
 from culturalign.cli import run
-from reliability_helpers import last_step, meta_step, start_cli, wait_for
 
 SEED = int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 100_000))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from reliability_helpers import cli_error
 
 from culturalign.cli import run
-from reliability_helpers import cli_error
 
 
 def fit(tiny_model_dir, root, name, *extra: str) -> list[str]:

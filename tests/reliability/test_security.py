@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from culturalign.checkpoint.format import load_last, save_last, sanitise_run_name
+from culturalign.checkpoint.format import load_last, sanitise_run_name, save_last
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import RunArgs, prepare_run_dir
 
@@ -75,9 +75,10 @@ def test_source_has_no_unchecked_deserialisation_or_remote_code():
 
 
 def test_cli_trust_remote_code_is_off_by_default():
+    import inspect
+
     from culturalign.commands.common import ModelArgs
     from culturalign.model.backbone import load_backbone
-    import inspect
 
     assert ModelArgs().trust_remote_code is False
     assert inspect.signature(load_backbone).parameters["trust_remote_code"].default is False
