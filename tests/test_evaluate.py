@@ -55,15 +55,16 @@ def test_positional_run_dirs_become_the_runs_list():
 
 def test_report_json_and_plots_are_written(evaluated):
     root, out, md, results = evaluated
-    for name in ("report.md", "results.json", "config.yaml", "dimensions.png", "losses.png", "positions.png"):
+    for name in ("results.json", "config.yaml", "dimensions.png", "losses.png", "positions.png"):
         assert (out / name).stat().st_size > 0, name
+    assert md.stat().st_size > 0 and not (out / "report.md").exists()  # one copy of the report: the --markdown page
     assert (out / "dimensions.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((out / "results.json").read_text())
     labels = [p["label"] for p in saved["prompts"]]
     assert labels == ["DE (de-tiny)", "no prompt", "instruction (Saudi Arabia)", "instruction (United States)",
                       "untrained soft (random)"]
     assert [w["label"] for w in saved["wordings"]] == ["base", "paraphrase 2", "vsm13_blocks", "reversed scale"]
-    report = (out / "report.md").read_text()
+    report = md.read_text()
     # Every table names what its numbers depend on.
     for text in ("Table 1(b)", "Table 1(a)", "C = 50", "L2", "insights2021", str(Path(results["model"]["model_id"])),
                  "Who are you?", "reversed scale", "USA L2", "--config"):
@@ -100,16 +101,16 @@ def test_json_numbers_agree_with_survey_command(evaluated, tiny_model_dir, capsy
 
 def test_hand_written_reading_survives_regeneration(evaluated, tmp_path):
     _, out, md, _ = evaluated
+    # Re-rendering from results.json alone (no model) gives the same report.
+    before = md.read_text()
+    main([str(out), str(md)])
+    assert md.read_text() == before
     results = json.loads((out / "results.json").read_text())
     text = md.read_text()
     assert "<!-- reading -->" in text
     md.write_text(text.replace("_No hand-written reading yet", "DE beats no prompt here. _Old"))
     write_report(results, tmp_path / "again", md)
     assert "DE beats no prompt here." in md.read_text()
-    # Re-rendering from results.json alone (no model) gives the same report.
-    before = (out / "report.md").read_text()
-    main([str(out)])
-    assert (out / "report.md").read_text() == before
 
 
 def test_cdeval_accuracy_follows_the_target_pole(tmp_path):

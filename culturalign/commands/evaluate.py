@@ -24,11 +24,12 @@ import yaml
 from culturalign.commands.common import ModelArgs, TargetArgs, backbone_record, target_record
 from culturalign.commands.invocation import Invocation
 from culturalign.errors import CulturalignError
-from culturalign.evaluate.candidates import BASELINES, load_runs
+from culturalign.evaluate.candidates import BASELINES, Candidate, load_runs
 from culturalign.evaluate.candidates import baselines as make_baselines
 from culturalign.evaluate.cdeval import CdevalArgs, CdevalEval, accuracy, load_cdeval, select
-from culturalign.evaluate.generalisation import Administer, WordingArgs, build_wordings, losses
+from culturalign.evaluate.generalisation import Administer, Wording, WordingArgs, build_wordings, losses
 from culturalign.evaluate.position import histogram
+from culturalign.model.backbone import Backbone
 from culturalign.model.soft_prompt import DEFAULT_NUM_VIRTUAL_TOKENS
 from culturalign.survey.fitness import Answering
 from culturalign.survey.scoring import Scoring
@@ -103,7 +104,6 @@ def evaluate(
         force: Accept checkpoints trained on another backbone id.
         invocation: Set by the CLI: the resolved options, written beside the report as config.yaml.
     """
-    from culturalign.commands.generate import generate_text
     from culturalign.evaluate.report import write_report
 
     if not runs and not baselines:
@@ -114,43 +114,14 @@ def evaluate(
     candidates = load_runs(runs, backbone, force) + make_baselines(backbone, baselines, targets, num_virtual_tokens, seed)
     wordings = build_wordings(survey, answering.debias)
     ask = Administer(backbone, scoring, answering)
-    cd_subset = None
+    cd_subset, cd_eval = None, None
     cd_path = cdeval.resolved_path()
     if cd_path is not None:
         cd_subset = select(load_cdeval(cd_path), cdeval)
         cd_eval = CdevalEval(backbone, cd_subset, answering)
     timing: dict[str, float] = {}
-    prompts: list[dict[str, Any]] = []
-    for cand in candidates:
-        rec: dict[str, Any] = {"label": cand.label, "kind": cand.kind, "run_dir": cand.run_dir,
-                               "instruction": cand.instruction, "info": cand.info, "survey": {}}
-        dists = []
-        t = time.time()
-        for w in wordings:
-            res = ask(cand, w)
-            dists.append(res["distributions"])
-            rec["survey"][w.label] = {
-                "dimensions": {d: round(v, 3) for d, v in res["indices"].items()},
-                "answers": [round(float(a), 4) for a in res["answers"]],
-                "invalid_answers": res["invalid"],
-                "failed": res["failed"],
-                "loss": {target_key(tg): losses(res["indices"], tg, scoring) for tg in targets},
-            }
-        timing["survey"] = timing.get("survey", 0.0) + time.time() - t
-        rec["position"] = histogram(dists)
-        if cd_subset is not None:
-            t = time.time()
-            raw = cd_eval(cand)
-            rec["cdeval"] = {target_key(tg): accuracy(raw, tg) for tg in targets}
-            timing["cdeval"] = timing.get("cdeval", 0.0) + time.time() - t
-        if generate:
-            t = time.time()
-            rec["generate"] = {q: generate_text(backbone, cand.prompt, q, max_new_tokens, 0.0, seed,
-                                                cand.instruction or answering.instruction) for q in questions}
-            timing["generate"] = timing.get("generate", 0.0) + time.time() - t
-        prompts.append(rec)
-        print(f"evaluated {cand.label}: {scoring.loss.upper()} "
-              f"{rec['survey']['base']['loss'][target_key(targets[0])][scoring.loss]:.2f}", file=sys.stderr)
+    prompts = [_evaluate_one(cand, ask, wordings, targets, scoring, cd_eval, generate, questions, max_new_tokens, seed,
+                             answering, backbone, timing) for cand in candidates]
     timing["total"] = time.time() - t0
     fit0 = ask.fitness(wordings[0], answering.instruction)
     results = {
@@ -182,6 +153,43 @@ def evaluate(
         print(paths["report_text"])
         print(f"\nwrote {', '.join(str(p) for k, p in paths.items() if k != 'report_text')}", file=sys.stderr)
     return results
+
+
+def _evaluate_one(cand: Candidate, ask: Administer, wordings: list[Wording], targets: list[Target], scoring: Scoring,
+                  cd_eval: CdevalEval | None, generate: bool, questions: list[str], max_new_tokens: int, seed: int,
+                  answering: Answering, backbone: Backbone, timing: dict[str, float]) -> dict[str, Any]:
+    """One prompt's record: every wording's indices, answers and losses; answer positions; CDEval; open answers."""
+    from culturalign.commands.generate import generate_text
+
+    rec: dict[str, Any] = {"label": cand.label, "kind": cand.kind, "run_dir": cand.run_dir,
+                           "instruction": cand.instruction, "info": cand.info, "survey": {}}
+    dists = []
+    t = time.time()
+    for w in wordings:
+        res = ask(cand, w)
+        dists.append(res["distributions"])
+        rec["survey"][w.label] = {
+            "dimensions": {d: round(v, 3) for d, v in res["indices"].items()},
+            "answers": [round(float(a), 4) for a in res["answers"]],
+            "invalid_answers": res["invalid"],
+            "failed": res["failed"],
+            "loss": {target_key(tg): losses(res["indices"], tg, scoring) for tg in targets},
+        }
+    timing["survey"] = timing.get("survey", 0.0) + time.time() - t
+    rec["position"] = histogram(dists)
+    if cd_eval is not None:
+        t = time.time()
+        raw = cd_eval(cand)
+        rec["cdeval"] = {target_key(tg): accuracy(raw, tg) for tg in targets}
+        timing["cdeval"] = timing.get("cdeval", 0.0) + time.time() - t
+    if generate:
+        t = time.time()
+        rec["generate"] = {q: generate_text(backbone, cand.prompt, q, max_new_tokens, 0.0, seed,
+                                            cand.instruction or answering.instruction) for q in questions}
+        timing["generate"] = timing.get("generate", 0.0) + time.time() - t
+    print(f"evaluated {cand.label}: {scoring.loss.upper()} "
+          f"{rec['survey']['base']['loss'][target_key(targets[0])][scoring.loss]:.2f}", file=sys.stderr)
+    return rec
 
 
 def _command_line() -> str:

@@ -339,16 +339,13 @@ def write_report(results: dict, output: str | Path, markdown_path: str | Path | 
     config_path.write_text(yaml.safe_dump(results.get("config") or {}, sort_keys=False))
     results["_config_path"] = str(config_path)
     pngs = plots(results, out)
-    report = out / "report.md"
-    text = markdown(results, {k: p.name for k, p in pngs.items()}, _existing_reading(report))
+    # One copy of the report: the Markdown page when one is asked for (e.g. docs/results.md), else <output>/report.md.
+    report = Path(markdown_path).expanduser() if markdown_path else out / "report.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    rel = {k: Path(os.path.relpath(p.resolve(), report.parent.resolve())).as_posix() for k, p in pngs.items()}
+    text = markdown(results, rel, _existing_reading(report))
     report.write_text(text + "\n")
     paths: dict[str, Any] = {"report": report, "json": out / "results.json", "config": config_path, **pngs}
-    if markdown_path:
-        md = Path(markdown_path).expanduser()
-        md.parent.mkdir(parents=True, exist_ok=True)
-        rel = {k: Path(os.path.relpath(p.resolve(), md.parent.resolve())).as_posix() for k, p in pngs.items()}
-        md.write_text(markdown(results, rel, _existing_reading(md)) + "\n")
-        paths["markdown"] = md
     results.pop("_config_path", None)
     write_json(out / "results.json", results)
     paths["report_text"] = text
