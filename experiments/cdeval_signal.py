@@ -12,7 +12,8 @@ position, in both formats of `--data.format`, with and without a persona in the 
 "calibrated" accuracy subtracts the mean d over all rows (the best a constant shift, i.e. a prompt
 that only moves the bias, can do). A soft prompt that learned content would have to beat it.
 
-    python experiments/cdeval_signal.py --dimension IVR --questions 120 --cdeval path/to/CDEval.json   # a local copy of the hub dataset Rykeryuhang/CDEval
+    python experiments/cdeval_signal.py --dimension IVR --questions 120 --cdeval path/to/CDEval.json
+    # (a local copy of the hub dataset Rykeryuhang/CDEval)
 """
 
 from __future__ import annotations

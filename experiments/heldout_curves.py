@@ -7,8 +7,8 @@ the dashed line is the 0.5x goal and the dot marks the returned checkpoint (the 
 loss, or the last step with --optimizer.select last). It also prints each held-out curve's lowest
 point and its value at the last validation.
 
-    python experiments/heldout_curves.py checkpoints/gd-survey-{sau-cos120-ema,sau-cos120-ema-s1,usa-cos120-ema,ind-cos120-ema,chn-cos120-ema,sau-5w-cos120} \
-        --out docs/img/heldout_curves.png
+    RUNS="sau-cos120-ema sau-cos120-ema-s1 usa-cos120-ema ind-cos120-ema chn-cos120-ema sau-5w-cos120"
+    python experiments/heldout_curves.py $(printf 'checkpoints/gd-survey-%s ' $RUNS) --out docs/img/heldout_curves.png
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
 from culturalign.blackbox.replay import AskTellRecord
 from culturalign.blackbox.space import Projection, Search
-from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt, write_json
+from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.plots import convergence, dimension_bars

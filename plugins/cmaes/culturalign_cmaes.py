@@ -25,7 +25,8 @@ class CMAES(NevergradOptimizer):
 
     Args:
         popsize: Population size (lambda); one generation = one batched survey of `popsize` prompts.
-        diagonal: Diagonal covariance (separable CMA, linear memory and time in the dimension); None: diagonal above 1000 dimensions (e.g. the full T x d space), full covariance below.
+        diagonal: Diagonal covariance (separable CMA, linear memory and time in the dimension); None: diagonal above
+            1000 dimensions (e.g. the full T x d space), full covariance below.
         active: Active CMA (also learns from the worst candidates); cma's default.
     """
 

@@ -40,7 +40,7 @@ def test_source_has_no_unchecked_deserialisation_or_remote_code():
         if ".egg-info" in str(path):
             continue
         tree = ast.parse(path.read_text(), str(path))
-        where = lambda node: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: E731
+        where = lambda node, path=path: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: E731
         for name, call in _calls(tree):
             kwargs = {k.arg: k.value for k in call.keywords}
             if name in ("pickle.load", "pickle.loads", "marshal.loads", "dill.loads", "eval", "exec"):
