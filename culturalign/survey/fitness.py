@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -49,16 +49,18 @@ FAILED_LOSS = 1e9
 class Answering:
     """How the model is asked and how its answer is read."""
 
-    mode: Literal["logits", "generate", "cloze"] = "logits"
-    """logits: expected answer from the answer-number token probabilities (smooth); cloze: from the
+    # Plain `str`, checked in __post_init__: a Literal would make the parser answer an unknown mode
+    # with a usage screen instead of one line naming the value and the choices.
+    mode: str = "logits"
+    """logits, cloze or generate. logits: expected answer from the answer-number token probabilities (smooth); cloze: from the
     likelihood of each label's own text as the reply (smooth; for small models, OLMES); generate:
     decode and parse a number (the paper's way)."""
     debias: bool = False
     """Also ask every item with the scale labels in reverse order and average, to cancel position bias."""
     show_options: bool = True
     """cloze mode: list the labels (without numbers) under the question; false asks the question alone."""
-    length_norm: Literal["mean", "sum"] = "mean"
-    """cloze mode: score a label by the mean (per-token) or the sum of its tokens' log-probs."""
+    length_norm: str = "mean"
+    """mean or sum. cloze mode: score a label by the mean (per-token) or the sum of its tokens' log-probs."""
     calibrate: bool = False
     """Divide out each rendering's answer prior, measured per candidate on a content-free item
     ("N/A"), before the expected answer (contextual calibration, Zhao et al. 2021). logits/cloze."""
