@@ -224,3 +224,43 @@ def test_cli_bad_answering_input_exits_2_with_one_line(tiny_model_dir, tmp_path,
     _exit_2_one_line(base + ["--survey", four, "--answering.mode", "cloze"], capsys, "4 labels", "give 5")
     _exit_2_one_line(base + ["--answering.mode", "multiple_choice"], capsys, "multiple_choice")
     _exit_2_one_line(base + ["--answering.mode", "generate", "--answering.calibrate", "true"], capsys, "calibrate")
+
+
+def test_survey_reports_content_signal(tiny_model_dir, capsys):
+    import json
+
+    res = run(["survey", "--model", str(tiny_model_dir), "--model.dtype", "float32", "--json",
+               "--answering.mode", "cloze", "--answering.calibrate", "true"])
+    printed = json.loads(capsys.readouterr().out)
+    c = printed["content"]
+    assert c == res["content"] and c["compare"] == "vsm13_blocks" and c["within_scale_items"] == list(range(1, 15))
+    assert 0.2 <= c["position_mass"] <= 1 and 1 <= c["most_common_position"] <= 5
+    for key in ("corr_other_wording", "corr_reverse_order"):
+        assert set(c[key]) == {"all", "within_scale"}
+        assert all(v is None or -1 <= v <= 1 for v in c[key].values())
+    assert printed["answering"]["mode"] == "cloze" and printed["answering"]["calibrate"] is True
+    run(["survey", "--model", str(tiny_model_dir), "--model.dtype", "float32", "--compare", "none"])
+    assert "content signal" not in capsys.readouterr().out
+
+
+def test_content_report_reads_position_and_content():
+    from culturalign.survey.content import content_report
+
+    survey = load_survey("vsm13")
+    I = 24
+    # Always the first listed option: all mass on position 1, expected answers constant.
+    first = torch.zeros(4, I, 5)
+    first[..., 0] = 1
+    r = content_report(first, survey, debias=False)
+    assert r["position_mass"] == 1 and r["most_common_position"] == 1
+    assert r["corr_reverse_order"]["within_scale"] is None  # constant answers: no correlation
+    # A reader of content: item j's answer depends on the item, whatever the order or layout.
+    want = torch.tensor([1 + (j * 7 % 5) for j in range(I)])
+    dists = torch.zeros(4, I, 5)
+    for g in range(4):
+        pos = want - 1 if g % 2 == 0 else 5 - want  # reverse groups list the labels the other way
+        dists[g, torch.arange(I), pos] = 1
+    r = content_report(dists, survey, debias=True)
+    assert r["corr_other_wording"] == {"all": 1.0, "within_scale": 1.0}
+    assert r["corr_reverse_order"] == {"all": 1.0, "within_scale": 1.0}
+    assert r["position_mass"] <= 0.5
