@@ -264,3 +264,24 @@ def test_content_report_reads_position_and_content():
     assert r["corr_other_wording"] == {"all": 1.0, "within_scale": 1.0}
     assert r["corr_reverse_order"] == {"all": 1.0, "within_scale": 1.0}
     assert r["position_mass"] <= 0.5
+
+
+def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "experiments" / "content_table.py"
+    assert "readings" in subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                                        check=True).stdout
+    spec = importlib.util.spec_from_file_location("content_table", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "rows.json"
+    rows = mod.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "logits", "cloze-bare+calibrate",
+                     "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "| logits |" in printed and "| cloze-bare+calibrate |" in printed and "items 1-14" in printed
+    assert [r["reading"] for r in json.loads(out.read_text())] == [r["reading"] for r in rows]
