@@ -285,3 +285,13 @@ def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| logits |" in printed and "| cloze-bare+calibrate |" in printed and "items 1-14" in printed
     assert [r["reading"] for r in json.loads(out.read_text())] == [r["reading"] for r in rows]
+
+
+def test_bench_times_each_reading(tiny_model_dir, capsys):
+    out = run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", "--quick", "--population", "1"])
+    printed = capsys.readouterr().out
+    assert set(out["readings"]) == {"logits+calibrate", "cloze", "cloze, question alone", "cloze+calibrate"}
+    for r in out["readings"].values():
+        assert r["candidates_per_s"] > 0 and r["cost_vs_logits"] > 0
+    assert out["readings"]["cloze+calibrate"]["rows_per_candidate"] == 24 + 7
+    assert "| cloze+calibrate |" in printed and "cost vs logits" in printed
