@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -58,6 +59,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         report = content_signal(backbone, base, other, Answering(**READINGS[name], max_batch_rows=args.max_batch_rows))
         rows.append({"reading": name, "seconds": round(time.perf_counter() - t0, 1), **report})
+        print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)  # progress: a reading takes minutes on a CPU
     return rows
 
 
