@@ -7,6 +7,7 @@ prompt, and prints the mass on the most common answer position and the per-item 
 
     python experiments/content_table.py                       # the embedded model, all readings
     python experiments/content_table.py --model DIR --readings logits cloze --json out.json
+    python experiments/content_table.py --from-json out.json   # the table again, from saved rows
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readings", nargs="+", default=list(READINGS), choices=list(READINGS))
     p.add_argument("--max-batch-rows", type=int, default=192)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--from-json", default=None, help="print the table of rows saved by --json (no model run)")
     return p.parse_args(argv)
 
 
@@ -71,22 +73,31 @@ def table(rows: list[dict[str, Any]], compare: str) -> str:
     ids = rows[0]["within_scale_items"]
     span = f"items {ids[0]}-{ids[-1]}"
     out = [f"| reading | mass on most common position | base vs {compare}: all 24 / {span} | "
-           f"forward vs reverse order: all 24 / {span} | spread of answers, {span} | goal | seconds |",
+           f"same, both in reverse order | forward vs reverse order: all 24 / {span} | spread of answers, {span} | goal |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         corr, rev = r["corr_other_wording"], r["corr_reverse_order"]
+        crev = r.get("corr_other_wording_reverse") or {"all": None, "within_scale": None}
         short_corr = GOAL_CORR - (corr["within_scale"] if corr["within_scale"] is not None else -1.0)
         short_mass = r["position_mass"] - GOAL_MASS
         goal = "met" if short_corr <= 0 and short_mass <= 0 else "missed by " + ", ".join(
             ([f"corr {short_corr:.2f}"] if short_corr > 0 else []) + ([f"mass {short_mass:.2f}"] if short_mass > 0 else []))
+        # Without the option list both orders ask the same question: their agreement says nothing.
+        order = ("same question" if READINGS.get(r["reading"], {}).get("show_options") is False
+                 else f"{_f(rev['all'])} / {_f(rev['within_scale'])}")
         out.append(f"| {r['reading']} | {r['position_mass']:.2f} (position {r['most_common_position']}) | "
-                   f"{_f(corr['all'])} / {_f(corr['within_scale'])} | {_f(rev['all'])} / {_f(rev['within_scale'])} | "
-                   f"{r['within_scale_spread']:.3f} | {goal} | {r['seconds']:.0f} |")
+                   f"{_f(corr['all'])} / {_f(corr['within_scale'])} | {_f(crev['all'])} / {_f(crev['within_scale'])} | {order} | "
+                   f"{r['within_scale_spread']:.3f} | {goal} |")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as fh:
+            rows = json.load(fh)
+        print(table(rows, args.compare))
+        return rows
     rows = measure(args)
     print(table(rows, args.compare))
     if args.json:

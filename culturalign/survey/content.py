@@ -8,7 +8,8 @@
   and another layout (default `vsm13_blocks`), and between the base wording read in the forward
   and in the reverse label order. Over all items they mostly measure which scale an item uses (the
   scales' labels differ), so they are also reported within the largest set of items sharing one
-  scale (VSM13: items 1-14), where only item content can produce a correlation.
+  scale (VSM13: items 1-14), where only item content can produce a correlation. The layout
+  correlation is also given with both wordings read in the reverse order alone, as a replication.
 
 One fitness call administers both wordings in both orders (batched), with the reading
 (`Answering`) under test; the reported reading of a wording is what that `Answering` would use
@@ -69,6 +70,9 @@ def content_report(dists: torch.Tensor, survey: Survey, debias: bool) -> dict[st
         "within_scale_items": [survey.items[j].id for j in within],
         "within_scale_spread": round(float(read[0, within].std()), 4),
         "corr_other_wording": both(read[0], read[1]),
+        # The same comparison with both wordings read in the reverse order only: a replication
+        # that a layout-specific order artefact cannot pass in both orders at once.
+        "corr_other_wording_reverse": both(e[1], e[3]),
         "corr_reverse_order": both(e[0], e[1]),
     }
 
