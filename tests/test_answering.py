@@ -295,3 +295,15 @@ def test_bench_times_each_reading(tiny_model_dir, capsys):
         assert r["candidates_per_s"] > 0 and r["cost_vs_logits"] > 0
     assert out["readings"]["cloze+calibrate"]["rows_per_candidate"] == 24 + 7
     assert "| cloze+calibrate |" in printed and "cost vs logits" in printed
+
+
+def test_reading_cost_script_smoke(tiny_model_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "experiments" / "reading_cost.py"
+    spec = importlib.util.spec_from_file_location("reading_cost", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--population", "1", "--repeats", "1"])
+    assert "cloze+calibrate" in out["readings"] and "| cloze |" in capsys.readouterr().out
