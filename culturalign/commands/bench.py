@@ -19,6 +19,7 @@ import torch
 from culturalign.bench import flops as flops_mod
 from culturalign.bench.gemm import gemm_peak
 from culturalign.bench.machine import describe, load_average, peak_memory
+from culturalign.bench.readings import format_readings, measure_readings
 from culturalign.bench.survey_paths import measure
 from culturalign.bench.training import measure_training
 from culturalign.commands.common import ModelArgs, backbone_record
@@ -108,6 +109,7 @@ def bench(
                    "gemm_peak_flops_per_s": gemm["flops_per_s"], "utilisation": achieved / gemm["flops_per_s"],
                    "non_embedding_params": shape.non_embedding_params, "gemm": gemm}
 
+    readings = measure_readings(fitness, prompts, repeats, paths["default"]["candidates_per_s"], progress)
     training = measure_training(backbone, survey, target.scores, fitness.constants, num_virtual_tokens,
                                 gd_batch_size, gd_steps, progress)
     d = paths["default"]["candidates_per_s"]
@@ -135,7 +137,7 @@ def bench(
                   "max_batch_rows": fitness.answering.max_batch_rows, "length_buckets": [len(c[0]) for c in fitness.chunks],
                   "tokens_per_candidate_default": work["default"]["tokens"],
                   "tokens_per_candidate_full_rows": work["full"]["tokens"], "max_new_tokens": max_new_tokens, "quick": quick},
-        "throughput": paths, "ratios": ratios, "flops": utilisation, "training": training, "memory": memory, "goals": goals,
+        "throughput": paths, "readings": readings, "ratios": ratios, "flops": utilisation, "training": training, "memory": memory, "goals": goals,
         "seconds_total": round(time.perf_counter() - started, 1),
     }
     progress("done")
@@ -164,7 +166,8 @@ def format_report(r: dict[str, Any]) -> str:
               f"GD step: ours {g['ours_examples_per_s']:.2f} examples/s, PEFT prompt tuning {g['peft_examples_per_s']:.2f} "
               f"examples/s (ratio {g['ratio']:.2f}, batch {g['batch_size']})",
               f"peak memory after the default path: {r['memory']['after_default_path']['bytes'] / GIB:.2f} GiB "
-              f"({r['memory']['after_default_path']['kind']})", "", "| goal | measured | target | met |", "|---|---|---|---|"]
+              f"({r['memory']['after_default_path']['kind']})"]
+    lines += format_readings(r.get("readings"), d) + ["", "| goal | measured | target | met |", "|---|---|---|---|"]
     for k, v in r["goals"].items():
         lines.append(f"| {k} | {v['value']:.3g} | {v['goal']} | {'yes' if v['met'] else 'no'} |")
     return "\n".join(lines)

@@ -92,6 +92,40 @@ def suffix_last_logits(
     return out.logits[:, -1, :], mask
 
 
+def continuation_logprobs(
+    backbone: Backbone, cache, mask: torch.Tensor, last_logits: torch.Tensor, cont_ids: torch.Tensor,
+    cont_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Log-probability of each token of one continuation per row, after the rows held in `cache`.
+
+    Input shape: cache of B rows whose full attention mask is `mask` (B, L); last_logits (B, vocab),
+    the rows' next-token logits; cont_ids, cont_mask (B, C), continuations padded on the right.
+    Output: (B, C) token log-probs in float32, 0 at padding. The cache is left as it came in.
+
+    Why crop instead of copying the cache once per continuation: cloze scores K label texts after
+    the same row. Feeding them one label at a time and cropping the few appended positions back
+    keeps one copy of each row's cache (memory stays at the row budget), and a crop is a slice,
+    so the autograd graph of the GD path survives it.
+    """
+    dev = backbone.device
+    cont_ids, cont_mask = cont_ids.to(dev), cont_mask.to(dev)
+    # The first token is read off the logits the row already produced: no forward needed.
+    first = last_logits.float().log_softmax(-1).gather(-1, cont_ids[:, :1])
+    C = cont_ids.shape[1]
+    if C == 1:
+        return first * cont_mask
+    # Feed all but the last token; right padding only ever follows a row's real tokens, so it
+    # changes nothing the real tokens see.
+    full = torch.cat([mask, cont_mask[:, :-1]], dim=1)
+    positions = position_ids_for(full)[:, mask.shape[1]:]
+    out = backbone.model(input_ids=cont_ids[:, :-1], attention_mask=full, position_ids=positions, use_cache=True,
+                         **{_cache_kwarg(backbone.model): cache})
+    cache.crop(-(C - 1))
+    logits = out.logits.float()
+    rest = logits.gather(-1, cont_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return torch.cat([first, rest], dim=1) * cont_mask
+
+
 def prefill_rows(backbone: Backbone, prompts: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Full rows `[V][pad][text]` into a fresh cache, no shared prefix (how a plain `generate` starts).
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -21,6 +21,11 @@ from culturalign.errors import CulturalignError
 
 BUILTIN = ("vsm13", "vsm13_blocks")
 PLACEHOLDERS = {"question", "options", "instruction", "intro"}
+RenderStyle = Literal["numbered", "listed", "bare"]
+# Cloze mode lists the options without numbers (a number would invite a number as the reply) and
+# asks for the option's own words, which are then scored as the assistant's reply.
+DEFAULT_CLOZE_OPTION_FORMAT = "- {label}"
+DEFAULT_CLOZE_INSTRUCTION = "Reply with the option that fits you best, in its exact words."
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Survey:
     wording: str = "base"
     origin: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cloze_option_format: str = DEFAULT_CLOZE_OPTION_FORMAT
+    cloze_instruction: str = DEFAULT_CLOZE_INSTRUCTION
 
     @property
     def num_answers(self) -> int:
@@ -56,14 +63,25 @@ class Survey:
     def dimensions(self) -> tuple[str, ...]:
         return tuple(self.formulas)
 
-    def render(self, item: Item, reverse: bool = False) -> str:
-        """The user message for one item; `reverse` lists the scale labels in the opposite order."""
-        labels = list(self.scales[item.scale])
-        if reverse:
-            labels = labels[::-1]
-        options = "\n".join(self.option_format.format(number=i + 1, label=lab) for i, lab in enumerate(labels))
-        return self.template.format(question=item.text, options=options, instruction=self.instruction,
-                                    intro=item.intro).strip()
+    def labels(self, item: Item, reverse: bool = False) -> tuple[str, ...]:
+        """The item's scale labels in the order they are listed (reversed when `reverse`)."""
+        labels = self.scales[item.scale]
+        return labels[::-1] if reverse else labels
+
+    def render(self, item: Item, reverse: bool = False, style: RenderStyle = "numbered") -> str:
+        """The user message for one item; `reverse` lists the scale labels in the opposite order.
+
+        numbered: options numbered 1..K and the instruction to answer with a number (logits and
+        generate modes). listed: the options without numbers and `cloze_instruction`, answered
+        with a label's own text (cloze). bare: the question alone (cloze without the option list).
+        """
+        if style == "bare":
+            return "\n\n".join(x for x in (item.intro, item.text) if x).strip()
+        listed = style == "listed"
+        fmt = self.cloze_option_format if listed else self.option_format
+        options = "\n".join(fmt.format(number=i + 1, label=lab) for i, lab in enumerate(self.labels(item, reverse)))
+        return self.template.format(question=item.text, options=options, intro=item.intro,
+                                    instruction=self.cloze_instruction if listed else self.instruction).strip()
 
     def with_paraphrase(self, k: int) -> "Survey":
         """The survey asked with paraphrase k (0-based) of every item: an alternative wording."""
@@ -178,6 +196,9 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
     unknown = set(re.findall(r"{(\w+)}", template)) - PLACEHOLDERS
     if unknown or "{question}" not in template or "{options}" not in template:
         raise _fail(origin, f"template must contain {{question}} and {{options}} and only {sorted(PLACEHOLDERS)}, got {template!r}")
+    for key in ("cloze_option_format", "option_format"):
+        if key in merged and "{label}" not in str(merged[key]):
+            raise _fail(origin, f"{key} must contain {{label}}, got {merged[key]!r}")
     return Survey(
         name=str(merged.get("name", Path(origin).stem)),
         framework=framework,
@@ -187,6 +208,8 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         scales=scales,
         items=tuple(items),
         formulas=formulas,
+        cloze_option_format=str(merged.get("cloze_option_format", DEFAULT_CLOZE_OPTION_FORMAT)),
+        cloze_instruction=str(merged.get("cloze_instruction", DEFAULT_CLOZE_INSTRUCTION)),
         description=str(merged.get("description", "")),
         source=str(merged.get("source", "")),
         origin=origin,

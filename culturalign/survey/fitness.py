@@ -4,29 +4,35 @@
 orders) to N candidate prompts in batched forwards and returns one loss per candidate. The
 default `logits` mode reads the next-token distribution over the answer tokens "1".."5" and uses
 the expected answer, which makes the loss smooth and differentiable (`grad=True` is the GD path,
-same code). `generate` mode decodes a short answer and parses the first number, as the paper did.
+same code). `cloze` mode scores each label's own text as the assistant's reply (the form OLMES
+uses for models below ~1B parameters, which cannot use option numbers), also smooth and
+differentiable. `generate` mode decodes a short answer and parses the first number, as the paper
+did; an unreadable answer counts against the candidate. `calibrate` divides out each rendering's
+answer prior, measured on a content-free item in the same batch.
 
 Cost: every row (candidate x wording x order x item) shares `[V][chat template head]`; that
 prefix is run once per candidate and its KV cache repeated for all of the candidate's rows. The
 rows are grouped into a few buckets of similar length (`length_buckets`), so padding stays small
 (padding adds ~4% to the VSM13 tokens instead of ~19% with one bucket); docs/benchmarks.md has the profile.
+In cloze mode the K label texts of a row are fed after that row, on its own KV cache, one label
+at a time (the cache is cropped back in between), so no row is run more than once.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 import torch
 
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.chat import answer_token_ids, chat_ids
-from culturalign.model.prefix_cache import decode_more, expand_cache, prefill, suffix_last_logits
+from culturalign.model.prefix_cache import continuation_logprobs, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
-from culturalign.survey.definition import Survey
+from culturalign.survey.definition import Item, Survey
 from culturalign.survey.scoring import Scoring, indices, target_loss
 
 # Padding tokens cost as much as real ones; every extra bucket costs one more (smaller) forward
@@ -43,10 +49,21 @@ FAILED_LOSS = 1e9
 class Answering:
     """How the model is asked and how its answer is read."""
 
-    mode: Literal["logits", "generate"] = "logits"
-    """logits: expected answer from the answer-token probabilities (smooth); generate: decode and parse (the paper's way)."""
+    # Plain `str`, checked in __post_init__: a Literal would make the parser answer an unknown mode
+    # with a usage screen instead of one line naming the value and the choices.
+    mode: str = "logits"
+    """logits, cloze or generate. logits: expected answer from the answer-number token probabilities (smooth); cloze: from the
+    likelihood of each label's own text as the reply (smooth; for small models, OLMES); generate:
+    decode and parse a number (the paper's way)."""
     debias: bool = False
     """Also ask every item with the scale labels in reverse order and average, to cancel position bias."""
+    show_options: bool = True
+    """cloze mode: list the labels (without numbers) under the question; false asks the question alone."""
+    length_norm: str = "mean"
+    """mean or sum. cloze mode: score a label by the mean (per-token) or the sum of its tokens' log-probs."""
+    calibrate: bool = False
+    """Divide out each rendering's answer prior, measured per candidate on a content-free item
+    ("N/A"), before the expected answer (contextual calibration, Zhao et al. 2021). logits/cloze."""
     instruction: str | None = None
     """Hard-prompt persona in the system turn, e.g. 'You are a person from Saudi Arabia.'"""
     max_new_tokens: int = 8
@@ -58,10 +75,22 @@ class Answering:
     """Memory budget: at most this many (candidate x item) rows per forward."""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("logits", "generate"):
-            raise CulturalignError(f"answering.mode={self.mode!r} is unknown; use logits or generate")
+        if self.mode not in ("logits", "generate", "cloze"):
+            raise CulturalignError(f"answering.mode={self.mode!r} is unknown; use logits, cloze or generate")
+        if self.length_norm not in ("mean", "sum"):
+            raise CulturalignError(f"answering.length_norm={self.length_norm!r} is unknown; use mean or sum")
+        if self.calibrate and self.mode == "generate":
+            raise CulturalignError("answering.calibrate needs answer probabilities, which generate mode does not have; "
+                                   "use --answering.mode logits or cloze")
         if self.max_batch_rows < 1 or self.max_new_tokens < 1:
             raise CulturalignError("answering.max_batch_rows and answering.max_new_tokens must be >= 1")
+
+    @property
+    def style(self) -> str:
+        """How an item is rendered for this mode (see Survey.render)."""
+        if self.mode != "cloze":
+            return "numbered"
+        return "listed" if self.show_options else "bare"
 
 
 @dataclass
@@ -84,6 +113,11 @@ class _Group:
     reverse: bool
 
 
+# The content-free item of contextual calibration (Zhao et al. 2021): the rendering, scale and order
+# of a real item with nothing to answer about, so what the model answers is its prior.
+CONTENT_FREE = "N/A"
+
+
 class SurveyFitness:
     """fitness(prompts[N, T, d]) -> FitnessResult; losses are what optimizers minimise."""
 
@@ -103,6 +137,9 @@ class SurveyFitness:
         for s in self.surveys[1:]:
             if s.formulas != first.formulas or len(s.items) != len(first.items):
                 raise CulturalignError(f"wording {s.origin} is not the same framework as {first.origin}")
+            if s.num_answers != first.num_answers:
+                raise CulturalignError(f"wording {s.origin} has {s.num_answers} answers per scale but {first.origin} "
+                                       f"has {first.num_answers}; give every wording the same number of labels")
         self.survey = first
         self.target = dict(target)
         self.scoring = scoring or Scoring()
@@ -114,10 +151,39 @@ class SurveyFitness:
         self._tokenise()
 
     # -- tokenise once -------------------------------------------------------------------------
+    def _row_specs(self) -> tuple[list[tuple[_Group, Item]], list[int]]:
+        """Every (group, item) row asked, then the content-free rows of calibration; and for each
+        real row, the index of its content-free row (one per group x scale: the rendering's prior)."""
+        real = [(g, item) for g in self.groups for item in self.surveys[g.wording].items]
+        if not self.answering.calibrate:
+            return real, []
+        free: dict[tuple[_Group, str], int] = {}
+        specs = list(real)
+        for g, item in real:
+            if (g, item.scale) not in free:
+                free[(g, item.scale)] = len(specs)
+                specs.append((g, replace(item, text=CONTENT_FREE, intro=CONTENT_FREE if item.intro else "")))
+        return specs, [free[(g, item.scale)] for g, item in real]
+
+    def _label_ids(self, survey: Survey, item: Item, reverse: bool) -> list[list[int]]:
+        """cloze: token ids of each label as the assistant's reply, in the order the labels are listed."""
+        out = []
+        for label in survey.labels(item, reverse):
+            ids = self.backbone.tokenizer(label, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise CulturalignError(f"scale {item.scale!r} label {label!r} in {survey.origin} is no tokens for this "
+                                       "tokenizer; cloze mode needs a non-empty label text, fix the scale in the survey file")
+            out.append(list(ids))
+        return out
+
     def _tokenise(self) -> None:
         tok = self.backbone.tokenizer
-        rows = [chat_ids(tok, self.surveys[g.wording].render(item, g.reverse), self.answering.instruction)
-                for g in self.groups for item in self.surveys[g.wording].items]
+        specs, self.calib_index = self._row_specs()
+        style = self.answering.style
+        rows = [chat_ids(tok, self.surveys[g.wording].render(item, g.reverse, style), self.answering.instruction)
+                for g, item in specs]
+        self.labels = ([self._label_ids(self.surveys[g.wording], item, g.reverse) for g, item in specs]
+                       if self.answering.mode == "cloze" else [])
         # Longest common token prefix of all rows (at least one suffix token must remain per row).
         P = min(len(r) for r in rows) - 1
         for j in range(P):
@@ -126,27 +192,27 @@ class SurveyFitness:
                 break
         self.prefix_ids = torch.tensor(rows[0][:P], dtype=torch.long)
         self.rows = rows
+        self.num_items_rows = len(self.groups) * len(self.survey.items)
         self.suffixes = [r[P:] for r in rows]
-        pad = tok.pad_token_id
         # chunks: (row indices, left-padded ids, mask), rows of similar length together.
         self.chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.chunk_labels: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         for part in length_buckets([len(x) for x in self.suffixes], self.answering.max_batch_rows, BUCKET_COST_TOKENS):
-            S = max(len(self.suffixes[j]) for j in part)
-            ids = torch.full((len(part), S), pad, dtype=torch.long)
-            mask = torch.zeros((len(part), S), dtype=torch.long)
-            for i, j in enumerate(part):  # left padding: the last position is always a real token
-                s = self.suffixes[j]
-                ids[i, S - len(s):] = torch.tensor(s)
-                mask[i, S - len(s):] = 1
+            ids, mask = _pad([self.suffixes[j] for j in part], tok.pad_token_id, left=True)
             self.chunks.append((torch.tensor(part, dtype=torch.long), ids, mask))
+            if self.labels:  # label k of every row of the bucket, right-padded: fed after the row
+                self.chunk_labels.append([_pad([self.labels[j][k] for j in part], tok.pad_token_id, left=False)
+                                          for k in range(self.K)])
 
     @property
     def num_rows(self) -> int:
+        """Rows run per candidate (content-free calibration rows included): the batching unit."""
         return len(self.rows)
 
     def tokens_per_candidate(self, num_virtual_tokens: int) -> int:
-        """Tokens the default path processes per candidate (prefix once, suffixes per row)."""
-        return num_virtual_tokens + len(self.prefix_ids) + sum(len(s) for s in self.suffixes)
+        """Tokens the default path processes per candidate (prefix once, suffixes per row, cloze labels)."""
+        labels = sum(len(ids) - 1 for row in self.labels for ids in row)
+        return num_virtual_tokens + len(self.prefix_ids) + sum(len(s) for s in self.suffixes) + labels
 
     # -- scoring -------------------------------------------------------------------------------
     def __call__(self, prompts: torch.Tensor | None, grad: bool = False) -> FitnessResult:
@@ -160,10 +226,10 @@ class SurveyFitness:
         N = 1 if prompts is None else prompts.shape[0]
         ctx = torch.enable_grad() if grad else torch.inference_mode()
         with ctx:
-            if self.answering.mode == "logits":
-                values, dists, invalid, texts = self._logits_answers(prompts, N)
-            else:
+            if self.answering.mode == "generate":
                 values, dists, invalid, texts = self._generated_answers(prompts, N)
+            else:
+                values, dists, invalid, texts = self._probability_answers(prompts, N)
             return self._summarise(values, dists, invalid, texts)
 
     def _candidate_chunks(self, N: int):
@@ -184,68 +250,128 @@ class SurveyFitness:
             # The last bucket may consume the prefill cache itself; the others work on copies.
             c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1)
             logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
-            yield c, logits, full_mask, rows, nc, r
+            yield k, c, logits, full_mask, rows, nc, r
 
-    def _logits_answers(self, prompts, N):
-        K = self.K
+    def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int) -> torch.Tensor:
+        """Log-probabilities over the K answers of each row of bucket k: (nc * r, K), as listed.
+
+        logits: the answer-number tokens' logits, renormalised over the K numbers. cloze: each
+        label text's log-likelihood as the reply (after the row, sharing its cache), summed or
+        averaged over its tokens, renormalised over the K labels.
+        """
+        if self.answering.mode == "logits":
+            answer_ids = torch.tensor(self.answer_ids, device=logits.device)
+            return logits.index_select(-1, answer_ids).float().log_softmax(-1)
+        scores = []
+        for ids, lmask in self.chunk_labels[k]:
+            ids, lmask = ids.repeat(nc, 1), lmask.repeat(nc, 1)
+            lp = continuation_logprobs(self.backbone, cache, mask, logits, ids, lmask).sum(-1)
+            if self.answering.length_norm == "mean":
+                lp = lp / lmask.sum(-1).to(lp.device)
+            scores.append(lp)
+        return torch.stack(scores, dim=-1).log_softmax(-1)
+
+    def _row_log_probs(self, prompts, N) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, rows, K) answer log-probabilities in row order, and (N,) bool: non-finite output."""
         dev = self.backbone.device
         bad = torch.zeros(N, dtype=torch.bool, device=dev)
-        answer_ids = torch.tensor(self.answer_ids, device=dev)
-        blocks = []  # per candidate chunk: (nc, R, K) in survey row order
+        blocks = []  # per candidate chunk: (nc, R, K) in row order
         for n0, n1 in self._candidate_chunks(N):
             parts, order = [], []
-            for _, logits, _, rows, nc, r in self._forward_rows(prompts, n0, n1):
-                sel = logits.index_select(-1, answer_ids).float().view(nc, r, K)
-                bad[n0:n1] |= ~torch.isfinite(sel).all(-1).all(-1)
-                parts.append(torch.softmax(torch.nan_to_num(sel), dim=-1))
+            for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
+                lp = self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+                bad[n0:n1] |= ~torch.isfinite(lp).all(-1).all(-1)
+                parts.append(torch.nan_to_num(lp, nan=0.0, posinf=0.0, neginf=-1e4))
                 order.append(rows)
             # Buckets hold rows out of survey order: undo the permutation (an index_select, so
             # the autograd graph of grad=True survives).
             inverse = torch.argsort(torch.cat(order)).to(dev)
             blocks.append(torch.cat(parts, dim=1).index_select(1, inverse))
-        probs = torch.cat(blocks, dim=0)
-        k = torch.arange(1, K + 1, dtype=probs.dtype, device=dev)
-        values = (probs * k).sum(-1)
-        invalid = bad.long()
-        return values, probs, invalid, []
+        return torch.cat(blocks, dim=0), bad
 
-    def _generated_answers(self, prompts, N):
-        R, K = self.num_rows, self.K
+    def _probability_answers(self, prompts, N):
+        logp, bad = self._row_log_probs(prompts, N)
+        R = self.num_items_rows
+        scores = logp[:, :R]
+        if self.answering.calibrate:
+            # p(k | item) / p(k | content-free item of the same rendering), renormalised: the
+            # prior of this candidate (its soft prompt moves the prior too) divided out.
+            scores = scores - logp.index_select(1, torch.tensor(self.calib_index, device=logp.device))
+        probs = torch.softmax(scores, dim=-1)
+        k = torch.arange(1, self.K + 1, dtype=probs.dtype, device=probs.device)
+        values = (probs * k).sum(-1)
+        return values, probs, bad.long(), []
+
+    def _generate_texts(self, prompts, N) -> tuple[list[list[str]], torch.Tensor]:
+        """Decoded answers (N lists of R texts, row order) and (N,) bool: non-finite output."""
+        R = self.num_rows
         dev = self.backbone.device
-        values = torch.full((N, R), float("nan"), dtype=torch.float32)
         gen = torch.Generator(device=dev).manual_seed(self.answering.seed)
         texts: list[list[str]] = [[""] * R for _ in range(N)]
         bad = torch.zeros(N, dtype=torch.bool)
         for n0, n1 in self._candidate_chunks(N):
-            for cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
+            for _, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
                 bad[n0:n1] |= ~torch.isfinite(logits.float()).all(-1).view(nc, r).all(-1).cpu()
                 tokens = decode_more(self.backbone, cache, torch.nan_to_num(logits), mask,
                                      self.answering.max_new_tokens, self.answering.temperature, gen)
                 decoded = self.backbone.tokenizer.batch_decode(tokens, skip_special_tokens=True)
                 for i, text in enumerate(decoded):
-                    c, j = n0 + i // r, int(rows[i % r])
-                    texts[c][j] = text
-                    values[c, j] = parse_answer(text, K)
+                    texts[n0 + i // r][int(rows[i % r])] = text
+        return texts, bad
+
+    def _generated_answers(self, prompts, N):
+        K = self.K
+        dev = self.backbone.device
+        texts, bad = self._generate_texts(prompts, N)
+        values = torch.tensor([[parse_answer(t, K) for t in row] for row in texts], dtype=torch.float32).view(N, -1)
         invalid = values.isnan().sum(-1)
-        dists = torch.zeros(N, R, K)
+        dists = torch.zeros(*values.shape, K)
         ok = ~values.isnan()
         dists[ok] = torch.nn.functional.one_hot(values[ok].long() - 1, K).float()
-        # An unparseable answer counts as the neutral midpoint and is reported, never a crash.
-        values = torch.nan_to_num(values, nan=(K + 1) / 2)
+        # Unreadable answers stay NaN here: _summarise scores them against the candidate.
         return values.to(dev), dists.to(dev), invalid.to(dev) + bad.long().to(dev), texts
+
+    def _losses(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, G, I) answers in the survey's numbering -> per-wording answers, indices, losses."""
+        N, I = values.shape[0], len(self.survey.items)
+        W, G = len(self.surveys), len(self.groups)
+        per_wording = values.view(N, W, G // W, I).mean(2).double()
+        idx = indices(per_wording.reshape(N * W, I), self.survey, self.constants).view(N, W, -1)
+        wl = target_loss(idx.reshape(N * W, -1), self.survey.dimensions, self.target, self.scoring).view(N, W)
+        return per_wording, idx, wl
+
+    def _fill_unreadable(self, values: torch.Tensor) -> torch.Tensor:
+        """Generate mode: an unreadable answer (NaN) counts as whichever end of the scale, 1 or K,
+        makes this candidate's loss larger, so not answering never pays.
+
+        Why not the midpoint: a neutral answer is often closer to a target than the model's real
+        answers, so a prompt that silences the model would win. Items are pushed one at a time,
+        starting from the midpoint; with each item in one formula (VSM13) this reaches the largest
+        loss any answers to the unreadable items could give, so a silent candidate loses to every
+        candidate that answers the same items in any way.
+        """
+        missing = values.isnan()
+        values = torch.nan_to_num(values, nan=(self.K + 1) / 2)
+        for g, i in missing.any(0).nonzero().tolist():
+            lo, hi = values.clone(), values.clone()
+            lo[:, g, i], hi[:, g, i] = 1.0, float(self.K)
+            worse = self._losses(hi)[2].mean(-1) > self._losses(lo)[2].mean(-1)
+            pick = torch.where(worse, float(self.K), 1.0).to(values.dtype)
+            values[:, g, i] = torch.where(missing[:, g, i], pick, values[:, g, i])
+        return values
 
     def _summarise(self, values, dists, invalid, texts) -> FitnessResult:
         N, K = values.shape[0], self.K
-        I, W, G = len(self.survey.items), len(self.surveys), len(self.groups)
+        I, G = len(self.survey.items), len(self.groups)
         values = values.view(N, G, I)
         # Reverse-order groups number the labels the other way round: answer r means K + 1 - r.
         flip = torch.tensor([g.reverse for g in self.groups], device=values.device).view(1, G, 1)
         values = torch.where(flip, K + 1 - values, values)
-        per_wording = values.view(N, W, G // W, I).mean(2).double()
-        idx = indices(per_wording.reshape(N * W, I), self.survey, self.constants).view(N, W, -1)
-        wl = target_loss(idx.reshape(N * W, -1), self.survey.dimensions, self.target, self.scoring).view(N, W)
+        if self.answering.mode == "generate":
+            values = self._fill_unreadable(values)
+        per_wording, idx, wl = self._losses(values)
         losses = wl.mean(-1)
-        failed = ~torch.isfinite(losses) | (invalid.to(losses.device) > 0) & (self.answering.mode == "logits")
+        failed = ~torch.isfinite(losses) | (invalid.to(losses.device) > 0) & (self.answering.mode != "generate")
         if failed.any():
             losses = torch.where(failed, torch.full_like(losses, FAILED_LOSS), losses)
         return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, texts)
@@ -270,7 +396,9 @@ class SurveyFitness:
             "constants": self.constants,
             "loss_kind": self.scoring.loss,
             "loss_weights": self.scoring.weights,
-            "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction")},
+            "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction", "calibrate")}
+            | ({"show_options": self.answering.show_options, "length_norm": self.answering.length_norm}
+               if self.answering.mode == "cloze" else {}),
         }
 
 
@@ -294,6 +422,19 @@ def length_buckets(lengths: Sequence[int], max_rows: int, bucket_cost: int) -> l
         out.append(order[cut[j]:j])
         j = cut[j]
     return out[::-1]
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of shape (len(seqs), longest). Left padding keeps every row's last token in the
+    last column (its next-token logits); right padding keeps continuations aligned at their start."""
+    S = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), S), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), S), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        cols = slice(S - len(x), S) if left else slice(0, len(x))
+        ids[i, cols] = torch.tensor(list(x), dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
 
 
 def parse_answer(text: str, num_answers: int = 5) -> float:
