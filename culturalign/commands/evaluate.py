@@ -114,37 +114,46 @@ def evaluate(
     candidates = load_runs(runs, backbone, force) + make_baselines(backbone, baselines, targets, num_virtual_tokens, seed)
     wordings = build_wordings(survey, answering.debias)
     ask = Administer(backbone, scoring, answering)
-    cd_subset, cd_eval = None, None
     cd_path = cdeval.resolved_path()
-    if cd_path is not None:
-        cd_subset = select(load_cdeval(cd_path), cdeval)
-        cd_eval = CdevalEval(backbone, cd_subset, answering)
+    cd_subset = None if cd_path is None else select(load_cdeval(cd_path), cdeval)
+    cd_eval = None if cd_subset is None else CdevalEval(backbone, cd_subset, answering)
     timing: dict[str, float] = {}
     prompts = [_evaluate_one(cand, ask, wordings, targets, scoring, cd_eval, generate, questions, max_new_tokens, seed,
                              answering, backbone, timing) for cand in candidates]
     timing["total"] = time.time() - t0
-    fit0 = ask.fitness(wordings[0], answering.instruction)
     results = {
         "command": _command_line(),
         "config": _config(invocation),
         "machine": machine_record(),
         "model": backbone_record(backbone),
-        "scoring": {"loss_kind": scoring.loss, "constants": fit0.constants, "weights": scoring.weights},
-        "answering": {k: getattr(answering, k) for k in ("mode", "debias", "instruction", "max_new_tokens")},
-        "survey": {"base": fit0.survey.origin, "framework": fit0.survey.framework,
-                   "dimensions": list(fit0.survey.dimensions)},
-        "wordings": [{"label": w.label, "kind": w.kind, "origin": w.survey.origin, "wording": w.survey.wording}
-                     for w in wordings],
+        **_settings(ask, wordings, scoring, answering),
         "targets": [{"key": target_key(tg), **target_record(tg)} for tg in targets],
         "cdeval": None if cd_subset is None else {
-            "path": str(cd_path), "dimensions": list(cd_subset), "n": {d: len(r) for d, r in cd_subset.items()},
-            "fold": cdeval.fold, "folds": cdeval.folds, "seed": cdeval.seed},
+            "path": str(cd_path), "dimensions": list(cd_subset), "n": {d: len({e.group for e in r}) for d, r in cd_subset.items()},
+            "fold": cdeval.fold, "folds": cdeval.folds, "seed": cdeval.seed, "data_limit": cdeval.data_limit},
         "questions": questions if generate else [],
         "generate_max_new_tokens": max_new_tokens,
         "prompts": prompts,
         "seconds": {k: round(v, 1) for k, v in timing.items()},
     }
-    paths = write_report(results, output, markdown)
+    _emit(results, write_report(results, output, markdown), json_output)
+    return results
+
+
+def _settings(ask: Administer, wordings: list[Wording], scoring: Scoring, answering: Answering) -> dict[str, Any]:
+    """How every prompt was asked and scored: constants, answering, survey and its wordings."""
+    fit0 = ask.fitness(wordings[0], answering.instruction)
+    return {
+        "scoring": {"loss_kind": scoring.loss, "constants": fit0.constants, "weights": scoring.weights},
+        "answering": {k: getattr(answering, k) for k in ("mode", "debias", "instruction", "max_new_tokens")},
+        "survey": {"base": fit0.survey.origin, "framework": fit0.survey.framework, "dimensions": list(fit0.survey.dimensions)},
+        "wordings": [{"label": w.label, "kind": w.kind, "origin": w.survey.origin, "wording": w.survey.wording}
+                     for w in wordings],
+    }
+
+
+def _emit(results: dict[str, Any], paths: dict[str, Any], json_output: bool) -> None:
+    """The results JSON (--json), or the report and where it was written."""
     if json_output:
         import json
 
@@ -152,7 +161,6 @@ def evaluate(
     else:
         print(paths["report_text"])
         print(f"\nwrote {', '.join(str(p) for k, p in paths.items() if k != 'report_text')}", file=sys.stderr)
-    return results
 
 
 def _evaluate_one(cand: Candidate, ask: Administer, wordings: list[Wording], targets: list[Target], scoring: Scoring,

@@ -150,47 +150,16 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         if key not in merged:
             raise _fail(origin, f"missing key {key!r}; add it or set `framework: vsm13` to inherit it")
 
-    scales_raw = merged["scales"]
-    if not isinstance(scales_raw, dict) or not scales_raw:
-        raise _fail(origin, "`scales` must map a scale name to its list of answer labels")
-    scales = {str(k): tuple(str(x) for x in v) for k, v in scales_raw.items()}
+    scales = _parse_scales(merged["scales"], origin)
     sizes = {len(v) for v in scales.values()}
-    if len(sizes) != 1 or not 2 <= next(iter(sizes)) <= 9:
-        bad = {k: len(v) for k, v in scales.items()}
-        raise _fail(origin, f"every scale needs the same number (2..9) of labels, got {bad}; VSM13 scales have 5")
-
-    items_raw = merged["items"]
-    if not isinstance(items_raw, list):
-        raise _fail(origin, "`items` must be a list of {id, text, scale}")
-    items: list[Item] = []
-    for n, raw in enumerate(items_raw, start=1):
-        if not isinstance(raw, dict) or "id" not in raw or "text" not in raw or "scale" not in raw:
-            raise _fail(origin, f"item #{n} needs keys id, text and scale, got {raw!r:.80}")
-        if raw["scale"] not in scales:
-            raise _fail(origin, f"item {raw['id']} uses scale {raw['scale']!r}, not one of {sorted(scales)}")
-        items.append(Item(int(raw["id"]), str(raw["text"]).strip(), str(raw["scale"]), str(raw.get("intro", "")).strip(),
-                          tuple(str(p).strip() for p in raw.get("paraphrases", []) or [])))
-    ids = [it.id for it in items]
-    if ids != list(range(1, len(items) + 1)):
-        raise _fail(origin, f"item ids must be 1..{len(items)} in order, got {ids}")
+    items = _parse_items(merged["items"], scales, origin)
     if base and len(items) != len(base["items"]):
         raise _fail(origin, f"has {len(items)} items but framework {framework!r} has {len(base['items'])}; give all of them")
     base_scales = base.get("scales")
     if base_scales and len(next(iter(base_scales.values()))) != len(next(iter(scales.values()))):
         want, got = len(next(iter(base_scales.values()))), len(next(iter(scales.values())))
         raise _fail(origin, f"scales have {got} labels but framework {framework!r} has {want}; give {want} labels per scale")
-
-    formulas: dict[str, tuple[tuple[float, int, int], ...]] = {}
-    for dim, terms in (merged["formulas"] or {}).items():
-        try:
-            formulas[str(dim)] = tuple((float(w), int(a), int(b)) for w, a, b in terms)
-        except (TypeError, ValueError) as err:
-            raise _fail(origin, f"formula {dim} must be a list of [weight, plus_item, minus_item], got {terms!r}") from err
-        for _, a, b in formulas[str(dim)]:
-            if not (1 <= a <= len(items) and 1 <= b <= len(items)):
-                raise _fail(origin, f"formula {dim} names item {a if not 1 <= a <= len(items) else b}, outside 1..{len(items)}")
-    if not formulas:
-        raise _fail(origin, "`formulas` is empty; give at least one dimension")
+    formulas = _parse_formulas(merged["formulas"], len(items), origin)
 
     template = str(merged.get("template", "{question}\n{options}\n{instruction}"))
     unknown = set(re.findall(r"{(\w+)}", template)) - PLACEHOLDERS
@@ -214,3 +183,46 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         source=str(merged.get("source", "")),
         origin=origin,
     )
+
+
+def _parse_scales(scales_raw: Any, origin: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(scales_raw, dict) or not scales_raw:
+        raise _fail(origin, "`scales` must map a scale name to its list of answer labels")
+    scales = {str(k): tuple(str(x) for x in v) for k, v in scales_raw.items()}
+    sizes = {len(v) for v in scales.values()}
+    if len(sizes) != 1 or not 2 <= next(iter(sizes)) <= 9:
+        bad = {k: len(v) for k, v in scales.items()}
+        raise _fail(origin, f"every scale needs the same number (2..9) of labels, got {bad}; VSM13 scales have 5")
+    return scales
+
+
+def _parse_items(items_raw: Any, scales: dict[str, tuple[str, ...]], origin: str) -> list[Item]:
+    if not isinstance(items_raw, list):
+        raise _fail(origin, "`items` must be a list of {id, text, scale}")
+    items: list[Item] = []
+    for n, raw in enumerate(items_raw, start=1):
+        if not isinstance(raw, dict) or "id" not in raw or "text" not in raw or "scale" not in raw:
+            raise _fail(origin, f"item #{n} needs keys id, text and scale, got {raw!r:.80}")
+        if raw["scale"] not in scales:
+            raise _fail(origin, f"item {raw['id']} uses scale {raw['scale']!r}, not one of {sorted(scales)}")
+        items.append(Item(int(raw["id"]), str(raw["text"]).strip(), str(raw["scale"]), str(raw.get("intro", "")).strip(),
+                          tuple(str(p).strip() for p in raw.get("paraphrases", []) or [])))
+    ids = [it.id for it in items]
+    if ids != list(range(1, len(items) + 1)):
+        raise _fail(origin, f"item ids must be 1..{len(items)} in order, got {ids}")
+    return items
+
+
+def _parse_formulas(raw: Any, n_items: int, origin: str) -> dict[str, tuple[tuple[float, int, int], ...]]:
+    formulas: dict[str, tuple[tuple[float, int, int], ...]] = {}
+    for dim, terms in (raw or {}).items():
+        try:
+            formulas[str(dim)] = tuple((float(w), int(a), int(b)) for w, a, b in terms)
+        except (TypeError, ValueError) as err:
+            raise _fail(origin, f"formula {dim} must be a list of [weight, plus_item, minus_item], got {terms!r}") from err
+        for _, a, b in formulas[str(dim)]:
+            if not (1 <= a <= n_items and 1 <= b <= n_items):
+                raise _fail(origin, f"formula {dim} names item {a if not 1 <= a <= n_items else b}, outside 1..{n_items}")
+    if not formulas:
+        raise _fail(origin, "`formulas` is empty; give at least one dimension")
+    return formulas
