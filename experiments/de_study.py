@@ -73,7 +73,7 @@ def read_csv(path: Path) -> list[dict[str, float]]:
 
 def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) -> dict[str, Any]:
     run_name = f"{name}-s{seed}"
-    cmd = [args.python, "-m", "culturalign", "fit", "--config", args.config, *flags,
+    cmd = [*shlex.split(args.python), "-m", "culturalign", "fit", "--config", args.config, *flags,
            "--run.seed", str(seed), "--run.root", args.root, "--run.name", run_name, "--run.resume", "false"]
     if args.budget is not None:
         cmd[cmd.index("--config") + 2:cmd.index("--config") + 2] = ["--search.budget", str(args.budget)]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--at", type=int, nargs="+", default=[160, 320], help="evaluation counts the table reports")
     ap.add_argument("--root", required=True, help="run folders, logs and study.jsonl go here")
     ap.add_argument("--lock", default=None, help="file to flock around each run (one model job at a time)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that has culturalign installed")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that has culturalign installed (may carry a wrapper: '/usr/bin/time -v python')")
     ap.add_argument("--table-only", action="store_true", help="print the table from study.jsonl and exit")
     args = ap.parse_args(argv)
 
