@@ -65,3 +65,25 @@ def test_heldout_config_is_the_documented_command(name: str, flags: str):
         cfg.pop("config", None)
         cfg["run"].pop("name")
     assert from_file == from_flags
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_no_config_pins_the_init_text(path):
+    """The init text defaults to 'You are a person from <target>.', so `--target.country X` moves it too (#20.4)."""
+    cfg = build_parser().parse_args(["fit", "--config", str(path)])
+    assert cfg.fit.prompt.init_text is None
+
+
+def test_make_run_config_with_another_target_starts_from_that_target(tiny_model_dir, tmp_path):
+    """A new user's `culturalign fit --config configs/de_cpu.yaml --target.country JPN` starts from Japan, not Saudi Arabia."""
+    import json
+
+    from culturalign.cli import run
+
+    config = Path(__file__).parents[1] / "configs" / "de_cpu.yaml"
+    run(["fit", "--config", str(config), "--target.country", "JPN", "--model", str(tiny_model_dir),
+         "--model.dtype", "float32", "--prompt.num_virtual_tokens", "4", "--survey.heldout", "[]",
+         "--optimizer.popsize", "4", "--search.budget", "4", "--run.root", str(tmp_path)])
+    meta = json.loads((tmp_path / "de-jpn" / "meta.json").read_text())  # the run name follows the target too
+    assert meta["init"]["text"] == "You are a person from Japan."
+    assert meta["target"]["iso3"] == "JPN"

@@ -13,8 +13,8 @@ class DE(NevergradOptimizer):
 
     Args:
         popsize: Population size; one generation = one batched survey of `popsize` prompts.
-        F1: Differential weight on the (best - current) term.
-        F2: Differential weight on the (random - random) term.
+        F1: Differential weight on the (random - random) term (nevergrad: x + F1 (a - b) + F2 (best - x)).
+        F2: Differential weight on the (best - current) term.
         crossover: Crossover: a rate CR in (0, 1], or one of twopoints, onepoint, dimension, random.
         initialization: How the first population is drawn: parametrization (Gaussian around the init prompt), LHS or QR.
     """

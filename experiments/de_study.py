@@ -1,0 +1,171 @@
+"""Hyper-parameter study for the black-box fit: settings x seeds, one `culturalign fit` each.
+
+Every run is the public CLI (`python -m culturalign fit --config CONFIG <overrides> --run.seed S`),
+so a row of the table is a command anyone can paste. The study reads only what the run writes:
+the JSON line it prints at the end, meta.json and history.csv in its run folder. Results are
+appended to `<root>/study.jsonl` as they finish, so an interrupted study continues where it
+stopped (finished (setting, seed) pairs are skipped) and the table can be rebuilt at any time.
+
+Decisions belong on the training objective (the loss on the wording fitted), which is what the
+table reports: best loss / no-prompt loss, at fixed evaluation counts and at the end.
+
+    python experiments/de_study.py --root /tmp/study --budget 160 --seeds 0 1 \
+        --setting "base=" --setting "dim16=--search.dim 16" --setting "cr09=--optimizer.crossover 0.9"
+    python experiments/de_study.py --root /tmp/study --table-only      # rebuild the table
+
+On a shared machine pass `--lock FILE`: each run then holds an exclusive flock on FILE, so model
+jobs of several people run one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "de_cpu.yaml")
+
+
+def parse_setting(text: str) -> tuple[str, list[str]]:
+    """'name=--flag value --flag2 value' -> (name, [flags])."""
+    name, sep, flags = text.partition("=")
+    if not sep or not name.strip():
+        raise SystemExit(f"--setting {text!r}: write NAME=FLAGS, e.g. 'dim16=--search.dim 16' (FLAGS may be empty)")
+    return name.strip(), shlex.split(flags)
+
+
+@contextlib.contextmanager
+def held(lock: str | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def best_at(history: list[dict[str, float]], evaluations: int) -> float | None:
+    """Best loss once `evaluations` candidates had been scored (None if the run stopped before)."""
+    rows = [h for h in history if h["evaluations"] <= evaluations]
+    if not history or history[-1]["evaluations"] < evaluations or not rows:
+        return None
+    return rows[-1]["best_loss"]
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    lines = path.read_text().strip().splitlines()
+    head = lines[0].split(",")
+    return [dict(zip(head, map(float, ln.split(",")))) for ln in lines[1:]]
+
+
+def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) -> dict[str, Any]:
+    run_name = f"{name}-s{seed}"
+    cmd = [*shlex.split(args.python), "-m", "culturalign", "fit", "--config", args.config, *flags,
+           "--run.seed", str(seed), "--run.root", args.root, "--run.name", run_name, "--run.resume", "false"]
+    if args.budget is not None:
+        cmd[cmd.index("--config") + 2:cmd.index("--config") + 2] = ["--search.budget", str(args.budget)]
+    log = Path(args.root) / f"{run_name}.log"
+    with held(args.lock):
+        started = time.time()
+        with open(log, "w") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+        wall = time.time() - started
+    final = None
+    for line in reversed(log.read_text().splitlines()):
+        if line.startswith("{") and '"best_loss"' in line:
+            final = json.loads(line)
+            break
+    if rc != 0 or final is None:
+        raise SystemExit(f"{run_name} failed (exit {rc}); see {log}\n  {shlex.join(cmd)}")
+    run_dir = Path(final["run_dir"])
+    history = read_csv(run_dir / "history.csv")
+    meta = json.loads((run_dir / "meta.json").read_text())
+    base = final["no_prompt_loss"]
+    return {
+        "setting": name, "flags": shlex.join(flags), "seed": seed, "command": shlex.join(cmd),
+        "no_prompt_loss": base, "init_loss": meta["init_prompt"]["loss"], "best_loss": final["best_loss"],
+        "ratio": final["best_loss"] / base, "evaluations": final["evaluations"], "seconds": final["seconds"],
+        "wall_seconds": round(wall, 1), "stop_reason": final["stop_reason"],
+        "at": {str(n): (None if (b := best_at(history, n)) is None else b / base) for n in args.at},
+        "last_mean_ratio": (history[-1]["mean_loss"] / base) if history else None,
+    }
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(rows: list[dict[str, Any]], at: list[int]) -> str:
+    order: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        order.setdefault(r["setting"], []).append(r)
+    head = ["setting", "flags", "seeds"] + [f"ratio @{n}" for n in at] + ["final ratio", "per-seed final", "evaluations", "seconds"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rs in order.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = [name, f"`{rs[0]['flags']}`" if rs[0]["flags"] else "(config as is)", ",".join(str(r["seed"]) for r in rs)]
+        for n in at:
+            vals = [r["at"].get(str(n)) for r in rs]
+            vals = [v for v in vals if v is not None]
+            cells.append(spread(vals) + ("" if len(vals) == len(rs) else f" (n={len(vals)})"))
+        cells += [spread([r["ratio"] for r in rs]), " / ".join(f"{r['ratio']:.2f}" for r in rs),
+                  "/".join(str(r["evaluations"]) for r in rs), "/".join(f"{r['seconds']:.0f}" for r in rs)]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for examples.")
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help="base config every setting overrides (default: configs/de_cpu.yaml)")
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME=FLAGS",
+                    help="a named list of `culturalign fit` flags; repeat for more settings")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budget", type=int, default=None, help="--search.budget for every run (default: the config's)")
+    ap.add_argument("--at", type=int, nargs="+", default=[160, 320], help="evaluation counts the table reports")
+    ap.add_argument("--root", required=True, help="run folders, logs and study.jsonl go here")
+    ap.add_argument("--lock", default=None, help="file to flock around each run (one model job at a time)")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that has culturalign installed (may carry a wrapper: '/usr/bin/time -v python')")
+    ap.add_argument("--table-only", action="store_true", help="print the table from study.jsonl and exit")
+    args = ap.parse_args(argv)
+
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    results = root / "study.jsonl"
+    rows = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()] if results.is_file() else []
+    if not args.table_only:
+        settings = [parse_setting(s) for s in args.setting] or [("config", [])]
+        done = {(r["setting"], r["seed"]) for r in rows}
+        for seed in args.seeds:  # seed-major: every setting gets seed 0 before any gets seed 1
+            for name, flags in settings:
+                if (name, seed) in done:
+                    continue
+                row = run_one(args, name, flags, seed)
+                rows.append(row)
+                with open(results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{name} seed {seed}: {row['best_loss']:.2f} / {row['no_prompt_loss']:.2f} = {row['ratio']:.3f}x "
+                      f"after {row['evaluations']} evaluations, {row['seconds']:.0f} s ({row['stop_reason']})", flush=True)
+    print(table(rows, args.at))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""experiments/de_study.py: the DE defaults study runs end to end on the tiny model and resumes from its results file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "de_study.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("de_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_runs():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--setting" in out and "--seeds" in out
+
+
+def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_dir, tmp_path, capsys):
+    study = load_script()
+    tiny = (f"--model {tiny_model_dir} --model.dtype float32 --prompt.num_virtual_tokens 4 --survey.heldout [] "
+            "--optimizer.popsize 4 --search.max_time null")
+    argv = ["--root", str(tmp_path), "--budget", "8", "--at", "4", "8", "--seeds", "0",
+            "--setting", f"base={tiny}", "--setting", f"d4={tiny} --search.dim 4"]
+    assert study.main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
+    assert [(r["setting"], r["seed"], r["evaluations"]) for r in rows] == [("base", 0, 8), ("d4", 0, 8)]
+    for r in rows:
+        assert r["ratio"] == r["best_loss"] / r["no_prompt_loss"]
+        assert abs(r["at"]["8"] - r["ratio"]) < 1e-4  # the history's best, rescored alone at the end
+        assert r["stop_reason"] == "budget" and "--run.seed 0" in r["command"]
+    capsys.readouterr()
+    assert study.main(argv) == 0  # finished (setting, seed) pairs are skipped, the table is rebuilt
+    assert len((tmp_path / "study.jsonl").read_text().splitlines()) == 2
+    table = capsys.readouterr().out
+    assert "| base |" in table and "| d4 |" in table and "ratio @8" in table
+
+
+def test_best_at_reads_the_history_as_the_run_saw_it():
+    study = load_script()
+    history = [{"evaluations": 4, "best_loss": 3.0}, {"evaluations": 8, "best_loss": 2.0}]
+    assert study.best_at(history, 4) == 3.0 and study.best_at(history, 6) == 3.0 and study.best_at(history, 8) == 2.0
+    assert study.best_at(history, 12) is None  # the run stopped before: no number rather than a flattering one
