@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_pro
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.plots import convergence, dimension_bars
+from culturalign.survey.fitness import SurveyFitness
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -230,11 +231,15 @@ def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any
     for name, fit in ctx.heldout.items():
         rows[f"best on held-out {name}"] = result_summary(fit, fit(best_prompt))
         rows[f"no prompt on held-out {name}"] = result_summary(fit, fit(None))
+    for name, fit in _other_order(ctx).items():  # the training wording, but answer positions it was not fitted on
+        rows[f"best, {name}"] = result_summary(fit, fit(best_prompt))
+        rows[f"no prompt, {name}"] = result_summary(fit, fit(None))
     dims = ctx.fitness.survey.dimensions
     table = format_table(rows, dims, ctx.fitness.target, ctx.fitness.scoring.loss)
     seconds = history[-1][5] if history else 0.0
     summary = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": rows["best"]["loss"],
                "best": rows["best"], "heldout": {k: v for k, v in rows.items() if "held-out" in k},
+               "both_orders": {k: v for k, v in rows.items() if "both answer orders" in k},
                "seconds": seconds, "stop_reason": stop_reason}
     save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
     (ctx.run_dir / "report.md").write_text(table + "\n")
@@ -242,13 +247,25 @@ def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any
         convergence({ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
                     ctx.run_dir / "convergence.png", baselines={"no prompt": rows["no prompt"]["loss"]},
                     title=f"{ctx.meta['optimizer']['name']} on {ctx.meta['backbone']['model_id']}")
-    dimension_bars(dims, {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k},
+    dimension_bars(dims, {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k and "answer orders" not in k},
                    ctx.fitness.target, ctx.run_dir / "dimensions.png", title=f"target: {ctx.meta['target']['name']}")
     print(table)
+    ratio = rows["best"]["loss"] / max(rows["no prompt"]["loss"], 1e-9)
     print(json.dumps({"run_dir": str(ctx.run_dir), "best_loss": rows["best"]["loss"],
-                      "no_prompt_loss": rows["no prompt"]["loss"], "evaluations": evaluations,
+                      "no_prompt_loss": rows["no prompt"]["loss"], "ratio": round(ratio, 4),
+                      "init_loss": rows["init prompt"]["loss"], "evaluations": evaluations,
                       "seconds": round(seconds, 1), "stop_reason": stop_reason}))
     return summary
+
+
+def _other_order(ctx: FitContext) -> dict[str, SurveyFitness]:
+    """The training wordings read with both answer orders averaged, when the run asked one order only: what
+    the prompt does once the option positions move (reported beside the held-out wordings, never optimised)."""
+    f = ctx.fitness
+    if f.answering.debias:
+        return {}
+    both = SurveyFitness(ctx.backbone, f.surveys, f.target, f.scoring, replace(f.answering, debias=True))
+    return {"training wordings read in both answer orders": both}
 
 
 def _log_generation(fabric: Fabric | None, row: list[float]) -> None:
