@@ -36,9 +36,17 @@ def seconds(fit: SurveyFitness, prompts: torch.Tensor, repeats: int) -> float:
 def shaped(base: Backbone, hidden: int, layers: int, heads: int, kv: int, inter: int) -> Backbone:
     from transformers import AutoModelForCausalLM
 
-    cfg = base.model.config.__class__(**{**base.model.config.to_dict(), "hidden_size": hidden, "num_hidden_layers": layers,
-                                         "num_attention_heads": heads, "num_key_value_heads": kv,
-                                         "intermediate_size": inter, "head_dim": hidden // heads})
+    cfg = base.model.config.__class__(
+        **{
+            **base.model.config.to_dict(),
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            "intermediate_size": inter,
+            "head_dim": hidden // heads,
+        }
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg).to(base.dtype).eval().requires_grad_(False)
     params = sum(p.numel() for p in model.parameters())
@@ -69,8 +77,11 @@ def main() -> None:
         p = torch.stack([init_prompt(base, T, "random", seed=s) for s in range(4)])
         res["T"].append((T, seconds(fit, p, args.repeats) / 4))
         print("T", res["T"][-1], flush=True)
-    models = [("SmolLM2-135M (embedded)", base), ("135M shape, 15 layers (random)", shaped(base, 576, 15, 9, 3, 1536)),
-              ("SmolLM2-360M shape (random)", shaped(base, 960, 32, 15, 5, 2560))]
+    models = [
+        ("SmolLM2-135M (embedded)", base),
+        ("135M shape, 15 layers (random)", shaped(base, 576, 15, 9, 3, 1536)),
+        ("SmolLM2-360M shape (random)", shaped(base, 960, 32, 15, 5, 2560)),
+    ]
     for name, bb in models:
         non_emb = sum(p.numel() for p in bb.model.parameters()) - bb.model.get_input_embeddings().weight.numel()
         p = torch.stack([init_prompt(bb, 10, "random", seed=s) for s in range(4)])

@@ -31,8 +31,13 @@ def one_run(cmd: list[str], root: Path, name: str, threads: str | None, devices:
     meta = json.loads((root / name / "meta.json").read_text())
     rows = [list(map(float, ln.split(","))) for ln in (root / name / "history.csv").read_text().splitlines()[1:]]
     steady = (rows[-1][1] - rows[0][1]) / (rows[-1][5] - rows[0][5]) if len(rows) > 1 else float("nan")
-    return {"evals": meta["evaluations"], "seconds": meta["seconds"], "overall": meta["evaluations"] / meta["seconds"],
-            "steady": steady, "best_loss": meta["best_loss"]}
+    return {
+        "evals": meta["evaluations"],
+        "seconds": meta["seconds"],
+        "overall": meta["evaluations"] / meta["seconds"],
+        "steady": steady,
+        "best_loss": meta["best_loss"],
+    }
 
 
 def main() -> None:
@@ -44,18 +49,36 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
     exe = Path(sys.executable).with_name("culturalign")
-    cmd = [str(exe), "fit", "--optimizer", "DE", "--model", args.model, "--model.dtype", args.dtype,
-           "--optimizer.popsize", str(args.popsize), "--search.budget", str(args.budget),
-           "--answering.max_batch_rows", str(args.rows), "--survey.heldout", "[]", "--run.resume", "false"]
-    print(f"model {args.model}, popsize {args.popsize}, budget {args.budget}, max_batch_rows {args.rows}, "
-          f"{os.cpu_count()} CPUs")
+    cmd = [
+        str(exe),
+        "fit",
+        "--optimizer",
+        "DE",
+        "--model",
+        args.model,
+        "--model.dtype",
+        args.dtype,
+        "--optimizer.popsize",
+        str(args.popsize),
+        "--search.budget",
+        str(args.budget),
+        "--answering.max_batch_rows",
+        str(args.rows),
+        "--survey.heldout",
+        "[]",
+        "--run.resume",
+        "false",
+    ]
+    print(f"model {args.model}, popsize {args.popsize}, budget {args.budget}, max_batch_rows {args.rows}, {os.cpu_count()} CPUs")
     print("| processes x threads | evaluations | loop seconds | candidates/s (all) | candidates/s (after gen 1) | best loss |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for label, threads, devices in (("1 x default", None, 1), ("1 x 1", "1", 1), ("2 x 1", None, 2)):
             r = one_run(cmd, Path(tmp), label.replace(" ", ""), threads, devices)
-            print(f"| {label} | {r['evals']} | {r['seconds']:.1f} | {r['overall']:.2f} | {r['steady']:.2f} | "
-                  f"{r['best_loss']:.6f} |", flush=True)
+            print(
+                f"| {label} | {r['evals']} | {r['seconds']:.1f} | {r['overall']:.2f} | {r['steady']:.2f} | {r['best_loss']:.6f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

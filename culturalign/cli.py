@@ -57,7 +57,7 @@ def expand_shorthands(argv: list[str]) -> list[str]:
             j = i + 1
             while j < len(argv) and not argv[j].startswith("--"):
                 j += 1
-            values = argv[i + 1:j]
+            values = argv[i + 1 : j]
             if len(values) == 1 and values[0].startswith("["):  # already a JSON list
                 out += [arg, values[0]]
             else:
@@ -120,8 +120,10 @@ def _method_groups(argv: list[str], registry: dict[str, type]) -> dict[str, type
     for arg in argv:
         group = arg.lstrip("-").split(".", 1)[0].split("=", 1)[0]
         if arg.startswith("--") and group in owners and group not in groups:
-            raise CulturalignError(f"--{group} is an option of {', '.join(sorted(owners[group]))}, not of --optimizer "
-                                   f"{name}; drop it or pick --optimizer {sorted(owners[group])[0]}")
+            raise CulturalignError(
+                f"--{group} is an option of {', '.join(sorted(owners[group]))}, not of --optimizer "
+                f"{name}; drop it or pick --optimizer {sorted(owners[group])[0]}"
+            )
     return groups
 
 
@@ -136,8 +138,7 @@ def build_parser(argv: list[str] | None = None) -> Any:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     # Load every optimizer before parsing so `--optimizer NAME` resolves plugins' short class names.
     registry = discover()
-    parser = ArgumentParser(prog="culturalign", description="Align a frozen LLM with a culture through a soft prompt.",
-                            version=__version__)
+    parser = ArgumentParser(prog="culturalign", description="Align a frozen LLM with a culture through a soft prompt.", version=__version__)
     sub = parser.add_subcommands(dest="command")
     verb = argv[0] if argv else None
     for name, fn in commands().items():

@@ -12,8 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def dimension_bars(
-    dimensions: Sequence[str], series: Mapping[str, Sequence[float]], target: Mapping[str, float] | None,
-    path: str | Path, title: str = "",
+    dimensions: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    target: Mapping[str, float] | None,
+    path: str | Path,
+    title: str = "",
 ) -> Path:
     """Grouped bars per dimension: each series (e.g. baseline, tuned) beside the target (paper Fig. 2 style)."""
     groups = dict(series)
@@ -24,8 +27,7 @@ def dimension_bars(
     width = 0.8 / max(1, len(groups))
     for i, (label, values) in enumerate(groups.items()):
         xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(dimensions))]
-        ax.bar(xs, list(values), width, label=label, color="black" if label == "target" else None,
-               alpha=0.85 if label == "target" else 1.0)
+        ax.bar(xs, list(values), width, label=label, color="black" if label == "target" else None, alpha=0.85 if label == "target" else 1.0)
     ax.set_xticks(range(len(dimensions)), list(dimensions))
     ax.set_ylabel("index")
     ax.set_title(title)
@@ -38,9 +40,14 @@ def dimension_bars(
     return Path(path)
 
 
-def convergence(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
-                xlabel: str = "evaluations", ylabel: str = "best loss", title: str = "",
-                baselines: Mapping[str, float] | None = None) -> Path:
+def convergence(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str = "evaluations",
+    ylabel: str = "best loss",
+    title: str = "",
+    baselines: Mapping[str, float] | None = None,
+) -> Path:
     """Best-so-far loss against evaluations for one or several runs."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for label, (xs, ys) in curves.items():

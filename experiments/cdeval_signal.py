@@ -31,10 +31,14 @@ from culturalign.model.backbone import load_backbone
 from culturalign.model.chat import answer_token_ids
 
 PERSONAS = {
-    "IVR": ("You value enjoying life, fun, leisure and freedom to act as you please.",
-            "You value restraint, discipline, duty and strict social norms."),
-    "IDV": ("You value personal freedom, independence and individual choice over the group.",
-            "You value loyalty to your family and group, harmony and collective duty."),
+    "IVR": (
+        "You value enjoying life, fun, leisure and freedom to act as you please.",
+        "You value restraint, discipline, duty and strict social norms.",
+    ),
+    "IDV": (
+        "You value personal freedom, independence and individual choice over the group.",
+        "You value loyalty to your family and group, harmony and collective duty.",
+    ),
 }
 
 
@@ -46,7 +50,7 @@ def margins(backbone, examples, system: str | None) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for i in range(0, len(examples), 16):
-            batch = collate([(s, e.label, e.order) for s, e in zip(suffixes[i:i + 16], examples[i:i + 16])], pad)
+            batch = collate([(s, e.label, e.order) for s, e in zip(suffixes[i : i + 16], examples[i : i + 16])], pad)
             logits = objective.logits(None, batch)
             out.append(logits[:, 0] - logits[:, 1])
     return torch.cat(out)
@@ -66,10 +70,16 @@ def summary(examples, d: torch.Tensor) -> dict[str, float]:
     second = {int(g): float(v) for g, v, o in zip(group, d, order) if o == 1}
     content = torch.tensor([first[g] - second[g] for g in first])
     centred = d - d.mean()
-    return {"acc_order0": acc(d, 0), "acc_order1": acc(d, 1), "bias": round(float(d.mean()), 3),
-            "content_favours_preferred": round(float((content > 0).float().mean()), 3),
-            "content_mean": round(float(content.mean()), 3), "content_std": round(float(content.std()), 3),
-            "calibrated_acc_order0": acc(centred, 0), "calibrated_acc_order1": acc(centred, 1)}
+    return {
+        "acc_order0": acc(d, 0),
+        "acc_order1": acc(d, 1),
+        "bias": round(float(d.mean()), 3),
+        "content_favours_preferred": round(float((content > 0).float().mean()), 3),
+        "content_mean": round(float(content.mean()), 3),
+        "content_std": round(float(content.std()), 3),
+        "calibrated_acc_order0": acc(centred, 0),
+        "calibrated_acc_order1": acc(centred, 1),
+    }
 
 
 def main() -> None:
@@ -85,7 +95,7 @@ def main() -> None:
     rows, _ = cdeval.clean(cdeval.load_rows(args.cdeval)[0])
     questions = [r for r in rows if r["Dimension"] == args.dimension]
     random.Random(args.seed).shuffle(questions)
-    questions = questions[:args.questions]
+    questions = questions[: args.questions]
     pole, anti = PERSONAS[args.dimension]
     report = {"dimension": args.dimension, "questions": len(questions), "model": backbone.model_id, "rows": []}
     for fmt, make in (("pair", cdeval.examples), ("statement", cdeval.statements)):

@@ -40,8 +40,11 @@ READINGS: dict[str, dict[str, Any]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="readings: " + ", ".join(f"{k} = {v}" for k, v in READINGS.items()))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="readings: " + ", ".join(f"{k} = {v}" for k, v in READINGS.items()),
+    )
     p.add_argument("--model", default="embedded", help="backbone (as --model of culturalign)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16")
     p.add_argument("--base", default="vsm13", help="base wording")
@@ -72,22 +75,33 @@ def _f(x: float | None) -> str:
 def table(rows: list[dict[str, Any]], compare: str) -> str:
     ids = rows[0]["within_scale_items"]
     span = f"items {ids[0]}-{ids[-1]}"
-    out = [f"| reading | mass on most common position | base vs {compare}: all 24 / {span} | "
-           f"same, both in reverse order | forward vs reverse order: all 24 / {span} | spread of answers, {span} | goal |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"| reading | mass on most common position | base vs {compare}: all 24 / {span} | "
+        f"same, both in reverse order | forward vs reverse order: all 24 / {span} | spread of answers, {span} | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         corr, rev = r["corr_other_wording"], r["corr_reverse_order"]
         crev = r.get("corr_other_wording_reverse") or {"all": None, "within_scale": None}
         short_corr = GOAL_CORR - (corr["within_scale"] if corr["within_scale"] is not None else -1.0)
         short_mass = r["position_mass"] - GOAL_MASS
-        goal = "met" if short_corr <= 0 and short_mass <= 0 else "missed by " + ", ".join(
-            ([f"corr {short_corr:.2f}"] if short_corr > 0 else []) + ([f"mass {short_mass:.2f}"] if short_mass > 0 else []))
+        goal = (
+            "met"
+            if short_corr <= 0 and short_mass <= 0
+            else "missed by "
+            + ", ".join(([f"corr {short_corr:.2f}"] if short_corr > 0 else []) + ([f"mass {short_mass:.2f}"] if short_mass > 0 else []))
+        )
         # Without the option list both orders ask the same question: their agreement says nothing.
-        order = ("same question" if READINGS.get(r["reading"], {}).get("show_options") is False
-                 else f"{_f(rev['all'])} / {_f(rev['within_scale'])}")
-        out.append(f"| {r['reading']} | {r['position_mass']:.2f} (position {r['most_common_position']}) | "
-                   f"{_f(corr['all'])} / {_f(corr['within_scale'])} | {_f(crev['all'])} / {_f(crev['within_scale'])} | {order} | "
-                   f"{r['within_scale_spread']:.3f} | {goal} |")
+        order = (
+            "same question"
+            if READINGS.get(r["reading"], {}).get("show_options") is False
+            else f"{_f(rev['all'])} / {_f(rev['within_scale'])}"
+        )
+        out.append(
+            f"| {r['reading']} | {r['position_mass']:.2f} (position {r['most_common_position']}) | "
+            f"{_f(corr['all'])} / {_f(corr['within_scale'])} | {_f(crev['all'])} / {_f(crev['within_scale'])} | {order} | "
+            f"{r['within_scale_spread']:.3f} | {goal} |"
+        )
     return "\n".join(out)
 
 

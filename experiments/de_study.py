@@ -73,10 +73,25 @@ def read_csv(path: Path) -> list[dict[str, float]]:
 
 def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) -> dict[str, Any]:
     run_name = f"{name}-s{seed}"
-    cmd = [*shlex.split(args.python), "-m", "culturalign", "fit", "--config", args.config, *flags,
-           "--run.seed", str(seed), "--run.root", args.root, "--run.name", run_name, "--run.resume", "false"]
+    cmd = [
+        *shlex.split(args.python),
+        "-m",
+        "culturalign",
+        "fit",
+        "--config",
+        args.config,
+        *flags,
+        "--run.seed",
+        str(seed),
+        "--run.root",
+        args.root,
+        "--run.name",
+        run_name,
+        "--run.resume",
+        "false",
+    ]
     if args.budget is not None:
-        cmd[cmd.index("--config") + 2:cmd.index("--config") + 2] = ["--search.budget", str(args.budget)]
+        cmd[cmd.index("--config") + 2 : cmd.index("--config") + 2] = ["--search.budget", str(args.budget)]
     log = Path(args.root) / f"{run_name}.log"
     with held(args.lock):
         started = time.time()
@@ -95,10 +110,18 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
     meta = json.loads((run_dir / "meta.json").read_text())
     base = final["no_prompt_loss"]
     return {
-        "setting": name, "flags": shlex.join(flags), "seed": seed, "command": shlex.join(cmd),
-        "no_prompt_loss": base, "init_loss": meta["init_prompt"]["loss"], "best_loss": final["best_loss"],
-        "ratio": final["best_loss"] / base, "evaluations": final["evaluations"], "seconds": final["seconds"],
-        "wall_seconds": round(wall, 1), "stop_reason": final["stop_reason"],
+        "setting": name,
+        "flags": shlex.join(flags),
+        "seed": seed,
+        "command": shlex.join(cmd),
+        "no_prompt_loss": base,
+        "init_loss": meta["init_prompt"]["loss"],
+        "best_loss": final["best_loss"],
+        "ratio": final["best_loss"] / base,
+        "evaluations": final["evaluations"],
+        "seconds": final["seconds"],
+        "wall_seconds": round(wall, 1),
+        "stop_reason": final["stop_reason"],
         "at": {str(n): (None if (b := best_at(history, n)) is None else b / base) for n in args.at},
         "last_mean_ratio": (history[-1]["mean_loss"] / base) if history else None,
     }
@@ -126,8 +149,12 @@ def table(rows: list[dict[str, Any]], at: list[int]) -> str:
             vals = [r["at"].get(str(n)) for r in rs]
             vals = [v for v in vals if v is not None]
             cells.append(spread(vals) + ("" if len(vals) == len(rs) else f" (n={len(vals)})"))
-        cells += [spread([r["ratio"] for r in rs]), " / ".join(f"{r['ratio']:.2f}" for r in rs),
-                  "/".join(str(r["evaluations"]) for r in rs), "/".join(f"{r['seconds']:.0f}" for r in rs)]
+        cells += [
+            spread([r["ratio"] for r in rs]),
+            " / ".join(f"{r['ratio']:.2f}" for r in rs),
+            "/".join(str(r["evaluations"]) for r in rs),
+            "/".join(f"{r['seconds']:.0f}" for r in rs),
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -135,14 +162,23 @@ def table(rows: list[dict[str, Any]], at: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for examples.")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="base config every setting overrides (default: configs/de_cpu.yaml)")
-    ap.add_argument("--setting", action="append", default=[], metavar="NAME=FLAGS",
-                    help="a named list of `culturalign fit` flags; repeat for more settings")
+    ap.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="a named list of `culturalign fit` flags; repeat for more settings",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=None, help="--search.budget for every run (default: the config's)")
     ap.add_argument("--at", type=int, nargs="+", default=[160, 320], help="evaluation counts the table reports")
     ap.add_argument("--root", required=True, help="run folders, logs and study.jsonl go here")
     ap.add_argument("--lock", default=None, help="file to flock around each run (one model job at a time)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that has culturalign installed (may carry a wrapper: '/usr/bin/time -v python')")
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that has culturalign installed (may carry a wrapper: '/usr/bin/time -v python')",
+    )
     ap.add_argument("--table-only", action="store_true", help="print the table from study.jsonl and exit")
     args = ap.parse_args(argv)
 
@@ -161,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 with open(results, "a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{name} seed {seed}: {row['best_loss']:.2f} / {row['no_prompt_loss']:.2f} = {row['ratio']:.3f}x "
-                      f"after {row['evaluations']} evaluations, {row['seconds']:.0f} s ({row['stop_reason']})", flush=True)
+                print(
+                    f"{name} seed {seed}: {row['best_loss']:.2f} / {row['no_prompt_loss']:.2f} = {row['ratio']:.3f}x "
+                    f"after {row['evaluations']} evaluations, {row['seconds']:.0f} s ({row['stop_reason']})",
+                    flush=True,
+                )
     print(table(rows, args.at))
     return 0
 

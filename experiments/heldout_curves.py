@@ -31,7 +31,7 @@ def main() -> None:
     cols = min(3, len(args.runs))
     rows = -(-len(args.runs) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), sharey=True, squeeze=False)
-    for ax in axes.flat[len(args.runs):]:
+    for ax in axes.flat[len(args.runs) :]:
         ax.set_visible(False)
     for ax, run in zip(axes.flat, args.runs):
         meta = json.loads((Path(run) / "meta.json").read_text())
@@ -40,16 +40,21 @@ def main() -> None:
         steps = [h["step"] for h in history]
         ax.plot(steps, [h["loss"] / s["no_prompt"]["loss"] for h in history], label="training wordings", color="0.4")
         for name in s["no_prompt"]["heldout"]:
-            ax.plot(steps, [h["heldout"][name] / s["no_prompt"]["heldout"][name] for h in history],
-                    label=name if name.startswith("validation") else f"held-out {name}")
+            ax.plot(
+                steps,
+                [h["heldout"][name] / s["no_prompt"]["heldout"][name] for h in history],
+                label=name if name.startswith("validation") else f"held-out {name}",
+            )
         best = fold["best"]["step"]
         for name in s["no_prompt"]["heldout"]:  # the lowest point of each curve, for the text (not a result:
             low = min(history, key=lambda h: h["heldout"][name])  # picking by it would make it a validation wording)
             end = history[-1]  # what --optimizer.select last returns when training ends on a validation
-            print(f"{Path(run).name}: {name} lowest {low['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x "
-                  f"at step {low['step']}; last validation (step {end['step']}) "
-                  f"{end['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x; returned step {best}: "
-                  f"{s['after']['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x")
+            print(
+                f"{Path(run).name}: {name} lowest {low['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x "
+                f"at step {low['step']}; last validation (step {end['step']}) "
+                f"{end['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x; returned step {best}: "
+                f"{s['after']['heldout'][name] / s['no_prompt']['heldout'][name]:.2f}x"
+            )
         for name, v in s["after"]["heldout"].items():
             if not name.startswith("validation"):
                 ax.plot([best], [v / s["no_prompt"]["heldout"][name]], "o", color="k", ms=4)

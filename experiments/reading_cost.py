@@ -36,11 +36,9 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = torch.stack([init_prompt(bb, args.num_virtual_tokens, "random", seed=s) for s in range(args.population)])
     fit(prompts[:1])  # warm-up
     before, times, _ = timed(lambda: fit(prompts), bb.device, args.repeats, warmup=0)
-    readings = measure_readings(fit, prompts, args.repeats, args.population / before,
-                                lambda m: print(m, file=sys.stderr, flush=True))
+    readings = measure_readings(fit, prompts, args.repeats, args.population / before, lambda m: print(m, file=sys.stderr, flush=True))
     after, _, _ = timed(lambda: fit(prompts), bb.device, args.repeats, warmup=0)
-    print(f"{bb.dtype}: logits {before:.1f} s before and {after:.1f} s after the readings "
-          f"for {args.population} candidates (times {times})")
+    print(f"{bb.dtype}: logits {before:.1f} s before and {after:.1f} s after the readings for {args.population} candidates (times {times})")
     print("\n".join(format_readings(readings, args.population / before)))
     return {"logits_seconds": [before, after], "readings": readings}
 

@@ -57,8 +57,9 @@ def additive_floor(idx0: dict[str, torch.Tensor], trained: list[str], wording: s
 def countries(backbone: object, trained: list[str], heldout: str, source: str, answering: Answering) -> None:
     dims = load_survey(heldout).dimensions
     neutral = {d: 50.0 for d in dims}  # indices do not depend on the target; the loss is computed below
-    idx0 = {w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), answering)(None).indices[0].double()
-            for w in [*trained, heldout]}
+    idx0 = {
+        w: SurveyFitness(backbone, [load_survey(w)], neutral, Scoring(), answering)(None).indices[0].double() for w in [*trained, heldout]
+    }
     floor = additive_floor(idx0, trained, heldout)
     rows = []
     for t in load_table(source):
@@ -101,18 +102,31 @@ def main() -> None:
             idx0[w] = none.indices[0].double()
         mean_shift = torch.stack([m[w][1] - m[w][0] for w in trained]).mean(0)
         floor = {w: additive_floor(idx0, trained, w) for w in WORDINGS}
-        rows = [{"wording": w, "trained": w in trained, "r_no_prompt": round(corr(m[w][0], m["vsm13"][0]), 3),
-                 "r_shift": round(corr(m[w][1] - m[w][0], mean_shift), 3),
-                 "loss_no_prompt": round(loss[w][0], 2), "loss_prompt": round(loss[w][1], 2),
-                 "ratio": round(loss[w][1] / loss[w][0], 3), "additive_floor": round(floor[w], 2)} for w in WORDINGS]
+        rows = [
+            {
+                "wording": w,
+                "trained": w in trained,
+                "r_no_prompt": round(corr(m[w][0], m["vsm13"][0]), 3),
+                "r_shift": round(corr(m[w][1] - m[w][0], mean_shift), 3),
+                "loss_no_prompt": round(loss[w][0], 2),
+                "loss_prompt": round(loss[w][1], 2),
+                "ratio": round(loss[w][1] / loss[w][0], 3),
+                "additive_floor": round(floor[w], 2),
+            }
+            for w in WORDINGS
+        ]
         print(f"\n{run} (trained on {', '.join(trained)}; target {meta['target']['name']})")
-        print("| wording | trained on | r(no prompt) vs base | r(shift) vs training mean | L2 no prompt | L2 prompt | ratio | "
-              "additive floor (ratio) |")
+        print(
+            "| wording | trained on | r(no prompt) vs base | r(shift) vs training mean | L2 no prompt | L2 prompt | ratio | "
+            "additive floor (ratio) |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['wording']} | {'yes' if r['trained'] else 'no'} | {r['r_no_prompt']:.2f} | {r['r_shift']:.2f} | "
-                  f"{r['loss_no_prompt']:.2f} | {r['loss_prompt']:.2f} | {r['ratio']:.2f}x | "
-                  f"{r['additive_floor']:.2f} ({r['additive_floor'] / r['loss_no_prompt']:.2f}x) |")
+            print(
+                f"| {r['wording']} | {'yes' if r['trained'] else 'no'} | {r['r_no_prompt']:.2f} | {r['r_shift']:.2f} | "
+                f"{r['loss_no_prompt']:.2f} | {r['loss_prompt']:.2f} | {r['ratio']:.2f}x | "
+                f"{r['additive_floor']:.2f} ({r['additive_floor'] / r['loss_no_prompt']:.2f}x) |"
+            )
         print(json.dumps({"run": run, "rows": rows}))
 
 

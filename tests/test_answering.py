@@ -37,7 +37,7 @@ def naive_scores(backbone, survey, item, prompt, reverse, ans: Answering) -> tor
         lab = tok(label, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([head + lab])
         lp = prompted_logits(backbone, prompt, ids, torch.ones_like(ids), logits_to_keep=0)[0].float().log_softmax(-1)
-        s = lp[-len(lab) - 1:-1].gather(-1, torch.tensor(lab)[:, None]).sum()
+        s = lp[-len(lab) - 1 : -1].gather(-1, torch.tensor(lab)[:, None]).sum()
         out.append(s / len(lab) if ans.length_norm == "mean" else s)
     return torch.stack(out).log_softmax(-1)
 
@@ -55,12 +55,16 @@ def naive_answers(backbone, survey, prompt, ans: Answering, reverse=False) -> to
     return torch.tensor(out, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("ans", [
-    Answering(mode="cloze", max_batch_rows=7),
-    Answering(mode="cloze", show_options=False, length_norm="sum", max_batch_rows=5),
-    Answering(mode="cloze", debias=True, calibrate=True, max_batch_rows=11),
-    Answering(mode="logits", calibrate=True, max_batch_rows=9),
-], ids=["cloze-listed-mean", "cloze-bare-sum", "cloze-debias-calibrate", "logits-calibrate"])
+@pytest.mark.parametrize(
+    "ans",
+    [
+        Answering(mode="cloze", max_batch_rows=7),
+        Answering(mode="cloze", show_options=False, length_norm="sum", max_batch_rows=5),
+        Answering(mode="cloze", debias=True, calibrate=True, max_batch_rows=11),
+        Answering(mode="logits", calibrate=True, max_batch_rows=9),
+    ],
+    ids=["cloze-listed-mean", "cloze-bare-sum", "cloze-debias-calibrate", "logits-calibrate"],
+)
 def test_batched_answers_equal_naive(tiny_backbone, ans):
     survey = load_survey("vsm13")
     prompts = torch.stack([init_prompt(tiny_backbone, 3, "random", seed=s) for s in range(3)])
@@ -134,25 +138,25 @@ def test_calibration_removes_a_pure_prior(prior_only_backbone, mode, show):
     prompts = torch.stack([init_prompt(prior_only_backbone, 3, "random", seed=s) for s in range(2)])
     raw = SurveyFitness(prior_only_backbone, survey, SAU, answering=Answering(mode=mode, show_options=show))(prompts)
     assert (raw.answers - 3).abs().max() > 0.05  # the prior is there before calibration
-    cal = SurveyFitness(prior_only_backbone, survey, SAU,
-                        answering=Answering(mode=mode, show_options=show, calibrate=True))(prompts)
+    cal = SurveyFitness(prior_only_backbone, survey, SAU, answering=Answering(mode=mode, show_options=show, calibrate=True))(prompts)
     assert torch.allclose(cal.answers, torch.full_like(cal.answers, 3.0), atol=1e-4)
     assert torch.allclose(cal.indices, torch.full_like(cal.indices, 50.0), atol=1e-2)
 
 
 def _scripted(monkeypatch, fit, texts_per_candidate):
     """Generate mode with the decoded answers replaced by a script: (texts, bad) per candidate."""
+
     def fake(self, prompts, N):
         assert N == len(texts_per_candidate)
         return [list(t) for t in texts_per_candidate], torch.zeros(N, dtype=torch.bool)
+
     monkeypatch.setattr(SurveyFitness, "_generate_texts", fake)
 
 
 @pytest.mark.parametrize("debias", [False, True])
 def test_silencing_prompt_cannot_win_a_generation(tiny_backbone, monkeypatch, debias):
     survey = load_survey("vsm13")
-    fit = SurveyFitness(tiny_backbone, [survey, survey.with_paraphrase(0)], SAU,
-                        answering=Answering(mode="generate", debias=debias))
+    fit = SurveyFitness(tiny_backbone, [survey, survey.with_paraphrase(0)], SAU, answering=Answering(mode="generate", debias=debias))
     R, rng = fit.num_rows, random.Random(0)
     answering = [[str(rng.randint(1, 5)) for _ in range(R)] for _ in range(30)]
     answering += [["3"] * R, ["1"] * R, ["5"] * R]
@@ -229,8 +233,20 @@ def test_cli_bad_answering_input_exits_2_with_one_line(tiny_model_dir, tmp_path,
 def test_survey_reports_content_signal(tiny_model_dir, capsys):
     import json
 
-    res = run(["survey", "--model", str(tiny_model_dir), "--model.dtype", "float32", "--json",
-               "--answering.mode", "cloze", "--answering.calibrate", "true"])
+    res = run(
+        [
+            "survey",
+            "--model",
+            str(tiny_model_dir),
+            "--model.dtype",
+            "float32",
+            "--json",
+            "--answering.mode",
+            "cloze",
+            "--answering.calibrate",
+            "true",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     c = printed["content"]
     assert c == res["content"] and c["compare"] == "vsm13_blocks" and c["within_scale_items"] == list(range(1, 15))
@@ -274,14 +290,14 @@ def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
     from pathlib import Path
 
     script = Path(__file__).parents[1] / "experiments" / "content_table.py"
-    assert "readings" in subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                                        check=True).stdout
+    assert "readings" in subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
     spec = importlib.util.spec_from_file_location("content_table", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "rows.json"
-    rows = mod.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "logits", "cloze-bare+calibrate",
-                     "--json", str(out)])
+    rows = mod.main(
+        ["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "logits", "cloze-bare+calibrate", "--json", str(out)]
+    )
     printed = capsys.readouterr().out
     assert "| logits |" in printed and "| cloze-bare+calibrate |" in printed and "items 1-14" in printed
     assert [r["reading"] for r in json.loads(out.read_text())] == [r["reading"] for r in rows]

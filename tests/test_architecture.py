@@ -31,9 +31,11 @@ def test_each_method_shows_only_its_own_option_groups(capsys):
 
 
 def test_another_methods_group_and_an_unknown_optimizer_are_refused_in_one_line(capsys):
-    for argv, fragment in ((["--optimizer", "DE", "--data", "cdeval_ivr"], "--data is an option of GD, not of --optimizer DE"),
-                           (["--optimizer", "GD", "--search.budget", "8"], "--search is an option of"),
-                           (["--optimizer", "XYZ"], "--optimizer XYZ is not installed; installed: ")):
+    for argv, fragment in (
+        (["--optimizer", "DE", "--data", "cdeval_ivr"], "--data is an option of GD, not of --optimizer DE"),
+        (["--optimizer", "GD", "--search.budget", "8"], "--search is an option of"),
+        (["--optimizer", "XYZ"], "--optimizer XYZ is not installed; installed: "),
+    ):
         with pytest.raises(SystemExit) as exc:
             run(["fit", *argv])
         err = capsys.readouterr().err.strip().splitlines()
@@ -60,8 +62,25 @@ def test_black_box_metrics_log_has_one_row_per_generation_readable_by_tensorboar
 
     from culturalign.blackbox.loop import read_history
 
-    run(["fit", "--optimizer", "DE", "--optimizer.popsize", "4", "--search.budget", "12", "--model", str(tiny_model_dir),
-         "--run.root", str(tmp_path), "--run.name", "tb", "--survey.heldout", "[]"])
+    run(
+        [
+            "fit",
+            "--optimizer",
+            "DE",
+            "--optimizer.popsize",
+            "4",
+            "--search.budget",
+            "12",
+            "--model",
+            str(tiny_model_dir),
+            "--run.root",
+            str(tmp_path),
+            "--run.name",
+            "tb",
+            "--survey.heldout",
+            "[]",
+        ]
+    )
     rows = read_history(tmp_path / "tb")
     assert [int(r["generation"]) for r in rows] == [1, 2, 3] and [int(r["evaluations"]) for r in rows] == [4, 8, 12]
     events = list((tmp_path / "tb" / "logs" / "tb").glob("events.out.tfevents.*"))

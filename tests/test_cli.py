@@ -24,7 +24,12 @@ def test_fit_help_shows_field_docs():
 
 def test_shorthands():
     assert expand_shorthands(["fit", "--data", "cdeval_ivr", "--target=USA", "--json"]) == [
-        "fit", "--data.name", "cdeval_ivr", "--target.country=USA", "--json_output=true"]
+        "fit",
+        "--data.name",
+        "cdeval_ivr",
+        "--target.country=USA",
+        "--json_output=true",
+    ]
 
 
 def test_survey_json(tiny_model_dir, capsys):
@@ -36,8 +41,25 @@ def test_survey_json(tiny_model_dir, capsys):
 
 
 def test_survey_plot_and_ckpt(tiny_model_dir, tmp_path, capsys):
-    run(["fit", "--optimizer", "DE", "--model", str(tiny_model_dir), "--optimizer.popsize", "4",
-         "--search.budget", "8", "--run.root", str(tmp_path), "--run.name", "r1", "--survey.heldout", "[]"])
+    run(
+        [
+            "fit",
+            "--optimizer",
+            "DE",
+            "--model",
+            str(tiny_model_dir),
+            "--optimizer.popsize",
+            "4",
+            "--search.budget",
+            "8",
+            "--run.root",
+            str(tmp_path),
+            "--run.name",
+            "r1",
+            "--survey.heldout",
+            "[]",
+        ]
+    )
     out = run(["survey", "--model", str(tiny_model_dir), "--ckpt", str(tmp_path / "r1"), "--plot", str(tmp_path / "p.png")])
     meta = json.loads((tmp_path / "r1" / "meta.json").read_text())
     assert (tmp_path / "p.png").stat().st_size > 1000

@@ -44,17 +44,21 @@ def test_make_run_config_is_the_paper_method_on_the_embedded_model():
     assert cfg["target"]["country"] == "SAU"
 
 
-HELDOUT = ("--optimizer GD --data vsm13 --target SAU --survey.paraphrases 1 2 3 --survey.validation vsm13@4 "
-           "--survey.heldout vsm13@5 vsm13_blocks --optimizer.wording_dropout 0.5 --optimizer.lr 0.02 "
-           "--optimizer.init_penalty 0.1 --optimizer.lr_schedule cosine --optimizer.ema 0.9 --optimizer.max_steps 120 "
-           "--optimizer.epochs 1000 --data.steps_per_epoch 4")
+HELDOUT = (
+    "--optimizer GD --data vsm13 --target SAU --survey.paraphrases 1 2 3 --survey.validation vsm13@4 "
+    "--survey.heldout vsm13@5 vsm13_blocks --optimizer.wording_dropout 0.5 --optimizer.lr 0.02 "
+    "--optimizer.init_penalty 0.1 --optimizer.lr_schedule cosine --optimizer.ema 0.9 --optimizer.max_steps 120 "
+    "--optimizer.epochs 1000 --data.steps_per_epoch 4"
+)
 
 
-@pytest.mark.parametrize("name, flags", [
-    ("gd_survey_heldout_cpu.yaml", HELDOUT + " --optimizer.max_time 1200"),
-    ("gd_survey_heldout_debias_cpu.yaml",
-     HELDOUT + " --answering.debias true --optimizer.select last --optimizer.max_time 2700"),
-])
+@pytest.mark.parametrize(
+    "name, flags",
+    [
+        ("gd_survey_heldout_cpu.yaml", HELDOUT + " --optimizer.max_time 1200"),
+        ("gd_survey_heldout_debias_cpu.yaml", HELDOUT + " --answering.debias true --optimizer.select last --optimizer.max_time 2700"),
+    ],
+)
 def test_heldout_config_is_the_documented_command(name: str, flags: str):
     """docs/gradient.md reports runs made with flags and says the config holds the same settings."""
     path = Path(__file__).parents[1] / "configs" / name
@@ -81,9 +85,29 @@ def test_make_run_config_with_another_target_starts_from_that_target(tiny_model_
     from culturalign.cli import run
 
     config = Path(__file__).parents[1] / "configs" / "de_cpu.yaml"
-    run(["fit", "--config", str(config), "--target.country", "JPN", "--model", str(tiny_model_dir),
-         "--model.dtype", "float32", "--prompt.num_virtual_tokens", "4", "--survey.heldout", "[]",
-         "--optimizer.popsize", "4", "--search.budget", "4", "--run.root", str(tmp_path)])
+    run(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--target.country",
+            "JPN",
+            "--model",
+            str(tiny_model_dir),
+            "--model.dtype",
+            "float32",
+            "--prompt.num_virtual_tokens",
+            "4",
+            "--survey.heldout",
+            "[]",
+            "--optimizer.popsize",
+            "4",
+            "--search.budget",
+            "4",
+            "--run.root",
+            str(tmp_path),
+        ]
+    )
     meta = json.loads((tmp_path / "de-jpn" / "meta.json").read_text())  # the run name follows the target too
     assert meta["init"]["text"] == "You are a person from Japan."
     assert meta["target"]["iso3"] == "JPN"

@@ -25,10 +25,25 @@ def test_help_runs():
 
 def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_dir, tmp_path, capsys):
     study = load_script()
-    tiny = (f"--model {tiny_model_dir} --model.dtype float32 --prompt.num_virtual_tokens 4 --survey.heldout [] "
-            "--optimizer.popsize 4 --search.max_time null")
-    argv = ["--root", str(tmp_path), "--budget", "8", "--at", "4", "8", "--seeds", "0",
-            "--setting", f"base={tiny}", "--setting", f"d4={tiny} --search.dim 4"]
+    tiny = (
+        f"--model {tiny_model_dir} --model.dtype float32 --prompt.num_virtual_tokens 4 --survey.heldout [] "
+        "--optimizer.popsize 4 --search.max_time null"
+    )
+    argv = [
+        "--root",
+        str(tmp_path),
+        "--budget",
+        "8",
+        "--at",
+        "4",
+        "8",
+        "--seeds",
+        "0",
+        "--setting",
+        f"base={tiny}",
+        "--setting",
+        f"d4={tiny} --search.dim 4",
+    ]
     assert study.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
     assert [(r["setting"], r["seed"], r["evaluations"]) for r in rows] == [("base", 0, 8), ("d4", 0, 8)]

@@ -25,9 +25,25 @@ from culturalign.cli import run
 # [0:2] [2:4] [4:6] [6:8] [8:9]. Rank 0 scores 3 of them (one partial), rank 1 scores 2 and pads
 # its third slot with NaN, so the split, the padding and the gather are all exercised.
 POPSIZE, ROWS_PER_FORWARD, ROWS_PER_CANDIDATE = 9, 48, 24
-DE_ARGS = ["fit", "--optimizer", "DE", "--optimizer.popsize", str(POPSIZE), "--search.budget", str(2 * POPSIZE),
-           "--answering.max_batch_rows", str(ROWS_PER_FORWARD), "--survey.heldout", "[]", "--run.resume", "false",
-           "--model.dtype", "float32", "--run.seed", "3"]
+DE_ARGS = [
+    "fit",
+    "--optimizer",
+    "DE",
+    "--optimizer.popsize",
+    str(POPSIZE),
+    "--search.budget",
+    str(2 * POPSIZE),
+    "--answering.max_batch_rows",
+    str(ROWS_PER_FORWARD),
+    "--survey.heldout",
+    "[]",
+    "--run.resume",
+    "false",
+    "--model.dtype",
+    "float32",
+    "--run.seed",
+    "3",
+]
 TWO_CPU = ["--launch.devices", "2", "--launch.accelerator", "cpu"]
 
 
@@ -82,8 +98,12 @@ def test_de_on_two_processes_equals_one_process(tiny_model_dir, tmp_path):
 def test_sigterm_to_rank0_stops_every_rank_after_the_same_generation(tiny_model_dir, tmp_path):
     """Rank 0 decides to stop and tells the others; `python -m culturalign` relaunches itself too."""
     run_dir = tmp_path / "sig"
-    cmd = [sys.executable, "-m", "culturalign"] + DE_ARGS + TWO_CPU + [
-        "--model", str(tiny_model_dir), "--run.root", str(tmp_path), "--run.name", "sig", "--search.budget", "100000"]
+    cmd = (
+        [sys.executable, "-m", "culturalign"]
+        + DE_ARGS
+        + TWO_CPU
+        + ["--model", str(tiny_model_dir), "--run.root", str(tmp_path), "--run.name", "sig", "--search.budget", "100000"]
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_one_thread())
     try:
         deadline = time.time() + 240
@@ -113,8 +133,23 @@ def test_multi_process_from_python_is_refused(tiny_model_dir, tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
-GD_ARGS = ["fit", "--optimizer", "GD", "--data", "synthetic_vsm13", "--cv.folds", "2", "--optimizer.epochs", "1",
-           "--survey.heldout", "[]", "--run.resume", "false", "--model.dtype", "float32"]
+GD_ARGS = [
+    "fit",
+    "--optimizer",
+    "GD",
+    "--data",
+    "synthetic_vsm13",
+    "--cv.folds",
+    "2",
+    "--optimizer.epochs",
+    "1",
+    "--survey.heldout",
+    "[]",
+    "--run.resume",
+    "false",
+    "--model.dtype",
+    "float32",
+]
 
 
 def checkpoint_files(run_dir: Path) -> set[str]:

@@ -19,14 +19,34 @@ from culturalign.evaluate.report import main, write_report
 from culturalign.targets import resolve_target
 
 CDEVAL_ROWS = [
-    {"Dimension": "IDV", "Domain": "Work", "Question": "How do you pick a project to work on?",
-     "Option 1": "I pick what advances my own skills.", "Option 2": "I pick what helps my team most."},
-    {"Dimension": "IDV", "Domain": "Family", "Question": "2. Who should decide where you live?",
-     "Option 1": "I decide for myself.", "Option 2": "My family decides together."},
-    {"Dimension": "IVR", "Domain": "Lifestyle", "Question": "How do you spend a free evening?",
-     "Option 1": "Doing something fun that I enjoy.", "Option 2": "Doing chores that need doing."},
-    {"Dimension": "IVR", "Domain": "Wellness", "Question": "Do you buy treats for yourself?",
-     "Option 1": "Yes, often.", "Option 2": "Rarely; I save instead."},
+    {
+        "Dimension": "IDV",
+        "Domain": "Work",
+        "Question": "How do you pick a project to work on?",
+        "Option 1": "I pick what advances my own skills.",
+        "Option 2": "I pick what helps my team most.",
+    },
+    {
+        "Dimension": "IDV",
+        "Domain": "Family",
+        "Question": "2. Who should decide where you live?",
+        "Option 1": "I decide for myself.",
+        "Option 2": "My family decides together.",
+    },
+    {
+        "Dimension": "IVR",
+        "Domain": "Lifestyle",
+        "Question": "How do you spend a free evening?",
+        "Option 1": "Doing something fun that I enjoy.",
+        "Option 2": "Doing chores that need doing.",
+    },
+    {
+        "Dimension": "IVR",
+        "Domain": "Wellness",
+        "Question": "Do you buy treats for yourself?",
+        "Option 1": "Yes, often.",
+        "Option 2": "Rarely; I save instead.",
+    },
 ]
 
 
@@ -35,15 +55,54 @@ def evaluated(tiny_model_dir, tmp_path_factory):
     """One DE run (tiny budget) and one evaluation of it with every section switched on."""
     root = tmp_path_factory.mktemp("eval")
     model = ["--model", str(tiny_model_dir), "--model.dtype", "float32"]
-    run(["fit", "--optimizer", "DE", *model, "--search.budget", "8", "--optimizer.popsize", "8",
-         "--prompt.num_virtual_tokens", "4", "--run.root", str(root), "--run.name", "de-tiny"])
+    run(
+        [
+            "fit",
+            "--optimizer",
+            "DE",
+            *model,
+            "--search.budget",
+            "8",
+            "--optimizer.popsize",
+            "8",
+            "--prompt.num_virtual_tokens",
+            "4",
+            "--run.root",
+            str(root),
+            "--run.name",
+            "de-tiny",
+        ]
+    )
     cd = root / "cdeval.json"
     cd.write_text(json.dumps(CDEVAL_ROWS))
     out, md = root / "out", root / "docs" / "results.md"
-    results = run(["evaluate", str(root / "de-tiny"), *model, "--target", "SAU,USA", "--output", str(out),
-                   "--markdown", str(md), "--survey.paraphrases", "[2]", "--baselines", "[none,instruction,random]",
-                   "--num_virtual_tokens", "4", "--cdeval.path", str(cd), "--generate", "true",
-                   "--questions", "[Who are you?]", "--max_new_tokens", "3"])
+    results = run(
+        [
+            "evaluate",
+            str(root / "de-tiny"),
+            *model,
+            "--target",
+            "SAU,USA",
+            "--output",
+            str(out),
+            "--markdown",
+            str(md),
+            "--survey.paraphrases",
+            "[2]",
+            "--baselines",
+            "[none,instruction,random]",
+            "--num_virtual_tokens",
+            "4",
+            "--cdeval.path",
+            str(cd),
+            "--generate",
+            "true",
+            "--questions",
+            "[Who are you?]",
+            "--max_new_tokens",
+            "3",
+        ]
+    )
     return root, out, md, results
 
 
@@ -61,13 +120,22 @@ def test_report_json_and_plots_are_written(evaluated):
     assert (out / "dimensions.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((out / "results.json").read_text())
     labels = [p["label"] for p in saved["prompts"]]
-    assert labels == ["DE (de-tiny)", "no prompt", "instruction (Saudi Arabia)", "instruction (United States)",
-                      "untrained soft (random)"]
+    assert labels == ["DE (de-tiny)", "no prompt", "instruction (Saudi Arabia)", "instruction (United States)", "untrained soft (random)"]
     assert [w["label"] for w in saved["wordings"]] == ["base", "paraphrase 2", "vsm13_blocks", "reversed scale"]
     report = md.read_text()
     # Every table names what its numbers depend on.
-    for text in ("Table 1(b)", "Table 1(a)", "C = 50", "L2", "insights2021", str(Path(results["model"]["model_id"])),
-                 "Who are you?", "reversed scale", "USA L2", "--config"):
+    for text in (
+        "Table 1(b)",
+        "Table 1(a)",
+        "C = 50",
+        "L2",
+        "insights2021",
+        str(Path(results["model"]["model_id"])),
+        "Who are you?",
+        "reversed scale",
+        "USA L2",
+        "--config",
+    ):
         assert text in report, text
     # The docs copy links the PNGs relative to itself.
     assert "](../out/dimensions.png)" in md.read_text()
@@ -123,10 +191,8 @@ def test_cdeval_accuracy_follows_the_target_pole(tmp_path):
     # Asked exactly as GD training on CDEval asks it: the very examples of --data cdeval_idv (high pole preferred).
     assert subset["IDV"] == cdeval_examples(rows, "IDV", True)
     first = next(r for r in rows if r["Dimension"] == "IDV")
-    assert subset["IDV"][0].text == TEMPLATE.format(question=first["Question"], first=first["Option 1"],
-                                                    second=first["Option 2"])
-    assert subset["IDV"][1].text == TEMPLATE.format(question=first["Question"], first=first["Option 2"],
-                                                    second=first["Option 1"])
+    assert subset["IDV"][0].text == TEMPLATE.format(question=first["Question"], first=first["Option 1"], second=first["Option 2"])
+    assert subset["IDV"][1].text == TEMPLATE.format(question=first["Question"], first=first["Option 2"], second=first["Option 1"])
     # A respondent always answering position 1: high pole when it comes first, low pole when swapped.
     raw = {"IDV": {"n": 2, "p_high": [[0.9, 0.8], [0.1, 0.2]], "p_position1": 0.85}}
     low = accuracy(raw, resolve_target("SAU"))["IDV"]  # IDV 48: collectivist pole
@@ -158,8 +224,7 @@ def test_evaluate_sees_exactly_a_gd_runs_test_fold_with_a_data_limit(tmp_path):
     from culturalign.data.choice import limit_groups, select_questions
     from culturalign.data.folds import stratified_folds
 
-    rows = [{"Dimension": "IVR", "Domain": f"d{i % 3}", "Question": f"Question {i}?", "Option 1": "a", "Option 2": "b"}
-            for i in range(30)]
+    rows = [{"Dimension": "IVR", "Domain": f"d{i % 3}", "Question": f"Question {i}?", "Option 1": "a", "Option 2": "b"} for i in range(30)]
     path = tmp_path / "c.json"
     path.write_text(json.dumps(rows))
     exs = cdeval_examples(load_cdeval(path), "IVR", True)

@@ -36,10 +36,33 @@ DOCS = Path(__file__).parents[1] / "docs" / "optimizers.md"
 
 
 def fit_args(model_dir: Path, root: Path, name: str, optimizer: str, generations: int, resume: str) -> list[str]:
-    return ["fit", "--optimizer", optimizer, "--optimizer.popsize", str(POP), "--model", str(model_dir),
-            "--model.dtype", "float32", "--prompt.num_virtual_tokens", "4", "--survey.heldout", "[]",
-            "--search.dim", "8", "--search.budget", str(POP * generations), "--run.seed", "3",
-            "--run.root", str(root), "--run.name", name, "--run.resume", resume]
+    return [
+        "fit",
+        "--optimizer",
+        optimizer,
+        "--optimizer.popsize",
+        str(POP),
+        "--model",
+        str(model_dir),
+        "--model.dtype",
+        "float32",
+        "--prompt.num_virtual_tokens",
+        "4",
+        "--survey.heldout",
+        "[]",
+        "--search.dim",
+        "8",
+        "--search.budget",
+        str(POP * generations),
+        "--run.seed",
+        "3",
+        "--run.root",
+        str(root),
+        "--run.name",
+        name,
+        "--run.resume",
+        resume,
+    ]
 
 
 def outcome(run_dir: Path) -> tuple[float, torch.Tensor, list[list[str]]]:
@@ -148,8 +171,11 @@ def test_replay_into_another_setup_is_refused(optimizer, tmp_path):
     with pytest.raises(CulturalignError) as err:
         record.replay(_fresh(optimizer, 12, seed=8), tmp_path)
     message = str(err.value)
-    assert message.startswith(f"cannot resume {tmp_path}: {optimizer} asks other candidates than the run recorded "
-                              "at generation 1 of 2") and "--run.resume false" in message and "\n" not in message
+    assert (
+        message.startswith(f"cannot resume {tmp_path}: {optimizer} asks other candidates than the run recorded at generation 1 of 2")
+        and "--run.resume false" in message
+        and "\n" not in message
+    )
 
 
 def test_random_search_ignores_losses_and_samples_with_the_loops_sigma():
@@ -200,8 +226,7 @@ def _last_step(run_dir: Path) -> int:
 def test_sigkill_then_resume_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
     args = fit_args(tiny_model_dir, tmp_path, "killed", optimizer, GENS, "false")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "culturalign.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "culturalign.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while _last_step(tmp_path / "killed") < K and proc.poll() is None and time.time() < deadline:
@@ -217,6 +242,7 @@ def test_sigkill_then_resume_is_exact(optimizer, uninterrupted, tiny_model_dir, 
 
 
 # -- plugins on the path -------------------------------------------------------------------------
+
 
 def _docs_example() -> tuple[str, dict]:
     """The example plugin of docs/optimizers.md: its module source and its pyproject."""

@@ -14,12 +14,32 @@ SURVEY = load_survey("vsm13")
 C = Scoring().constants_for(SURVEY)
 DIMS = SURVEY.dimensions
 # Item -> (dimension, signed weight), read off the VSM 2013 manual's formulas by hand.
-HAND = {7: ("PDI", 35), 2: ("PDI", -35), 20: ("PDI", 25), 23: ("PDI", -25),
-        4: ("IDV", 35), 1: ("IDV", -35), 9: ("IDV", 35), 6: ("IDV", -35),
-        5: ("MAS", 35), 3: ("MAS", -35), 8: ("MAS", 35), 10: ("MAS", -35),
-        18: ("UAI", 40), 15: ("UAI", -40), 21: ("UAI", 25), 24: ("UAI", -25),
-        13: ("LTO", 40), 14: ("LTO", -40), 19: ("LTO", 25), 22: ("LTO", -25),
-        12: ("IVR", 35), 11: ("IVR", -35), 17: ("IVR", 40), 16: ("IVR", -40)}
+HAND = {
+    7: ("PDI", 35),
+    2: ("PDI", -35),
+    20: ("PDI", 25),
+    23: ("PDI", -25),
+    4: ("IDV", 35),
+    1: ("IDV", -35),
+    9: ("IDV", 35),
+    6: ("IDV", -35),
+    5: ("MAS", 35),
+    3: ("MAS", -35),
+    8: ("MAS", 35),
+    10: ("MAS", -35),
+    18: ("UAI", 40),
+    15: ("UAI", -40),
+    21: ("UAI", 25),
+    24: ("UAI", -25),
+    13: ("LTO", 40),
+    14: ("LTO", -40),
+    19: ("LTO", 25),
+    22: ("LTO", -25),
+    12: ("IVR", 35),
+    11: ("IVR", -35),
+    17: ("IVR", 40),
+    16: ("IVR", -40),
+}
 
 
 def idx(answers: list[float], constants=C) -> dict[str, float]:
@@ -86,15 +106,18 @@ def _base() -> dict:
     return yaml.safe_load(resources.files("culturalign.survey").joinpath("frameworks/vsm13.yaml").read_text())
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["items"].pop(), "has 23 items"),
-    (lambda d: d["scales"].update(importance=["a", "b", "c"]), "same number"),
-    (lambda d: d["items"][3].update(id=99), "ids must be 1..24"),
-    (lambda d: d["items"][0].update(scale="nope"), "uses scale 'nope'"),
-    (lambda d: d["formulas"].update(PDI=[[35, 7, 31]]), "outside 1..24"),
-    (lambda d: d["formulas"].update(PDI=[[35, 7]]), "weight, plus_item, minus_item"),
-    (lambda d: d.update(template="{question} {bogus}"), "template must contain"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["items"].pop(), "has 23 items"),
+        (lambda d: d["scales"].update(importance=["a", "b", "c"]), "same number"),
+        (lambda d: d["items"][3].update(id=99), "ids must be 1..24"),
+        (lambda d: d["items"][0].update(scale="nope"), "uses scale 'nope'"),
+        (lambda d: d["formulas"].update(PDI=[[35, 7, 31]]), "outside 1..24"),
+        (lambda d: d["formulas"].update(PDI=[[35, 7]]), "weight, plus_item, minus_item"),
+        (lambda d: d.update(template="{question} {bogus}"), "template must contain"),
+    ],
+)
 def test_bad_survey_files(tmp_path, mutate, message):
     data = _base()
     data["framework"] = "vsm13"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p for folder in ("benchmarks", "experiments", "examples") for p in (ROOT / folder).rglob("*")
-                 if p.suffix in (".py", ".sh", ".sbatch"))
+SCRIPTS = sorted(
+    p for folder in ("benchmarks", "experiments", "examples") for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".sh", ".sbatch")
+)
 # Absolute paths of our dev machines or a user's home; /tmp and /path/to placeholders are fine.
 MACHINE_PATH = re.compile(r"(/work/|/home/|/Users/|/shared/)")
 

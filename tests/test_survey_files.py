@@ -24,13 +24,26 @@ MANUAL_FORMULAS = {
 
 # Which answer scale each item uses; the first/last label words pin the direction
 # (1 = utmost importance / always / very good / very proud / strongly agree; item 20 reversed).
-EXPECTED_SCALE = {**{i: "importance" for i in range(1, 15)}, 15: "frequency", 16: "frequency",
-                  17: "frequency_yes_no", 18: "health", 19: "pride", 20: "frequency_never_first",
-                  21: "agreement", 22: "agreement", 23: "agreement", 24: "agreement"}
+EXPECTED_SCALE = {
+    **{i: "importance" for i in range(1, 15)},
+    15: "frequency",
+    16: "frequency",
+    17: "frequency_yes_no",
+    18: "health",
+    19: "pride",
+    20: "frequency_never_first",
+    21: "agreement",
+    22: "agreement",
+    23: "agreement",
+    24: "agreement",
+}
 DIRECTION = {  # scale -> (word in label 1, word in label 5), case-insensitive
-    "importance": ("importan", "no"), "frequency": ("always", "never"),
-    "frequency_yes_no": ("always", "never"), "health": ("very good", "very poor"),
-    "pride": ("very proud", "not"), "frequency_never_first": ("never", "always"),
+    "importance": ("importan", "no"),
+    "frequency": ("always", "never"),
+    "frequency_yes_no": ("always", "never"),
+    "health": ("very good", "very poor"),
+    "pride": ("very proud", "not"),
+    "frequency_never_first": ("never", "always"),
     "agreement": ("strongly agree", "strongly disagree"),
 }
 

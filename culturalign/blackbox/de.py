@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from culturalign.errors import CulturalignError
 from culturalign.blackbox.nevergrad_base import NevergradOptimizer
+from culturalign.errors import CulturalignError
 
 
 class DE(NevergradOptimizer):

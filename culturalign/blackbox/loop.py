@@ -56,8 +56,11 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.signal = signum
         if self.verbose:
-            print(f"\n{signal.Signals(signum).name} received: finishing this generation, saving, then stopping "
-                  "(Ctrl-C again to abort; the last checkpoint stays valid)", flush=True)
+            print(
+                f"\n{signal.Signals(signum).name} received: finishing this generation, saving, then stopping "
+                "(Ctrl-C again to abort; the last checkpoint stays valid)",
+                flush=True,
+            )
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -76,7 +79,7 @@ def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | No
     out = torch.full((slots,), float("nan"), dtype=torch.float64)
     pos = 0
     for a, b in mine:
-        out[pos:pos + b - a] = ctx.fitness(prompts[a:b]).losses.cpu()
+        out[pos : pos + b - a] = ctx.fitness(prompts[a:b]).losses.cpu()
         pos += per
     if world == 1:
         gathered = out.unsqueeze(0)
@@ -86,7 +89,7 @@ def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | No
     for r in range(world):
         pos = 0
         for a, b in chunks[r::world]:
-            losses[a:b] = gathered[r, pos:pos + b - a].numpy()
+            losses[a:b] = gathered[r, pos : pos + b - a].numpy()
             pos += per
     return losses
 
@@ -110,8 +113,10 @@ def _resume(ctx: FitContext, optimizer: BlackBoxOptimizer, progress: _Progress, 
         return False
     prompt, meta, state = resumed
     if meta.get("optimizer", {}).get("name") != optimizer.name:
-        raise CulturalignError(f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
-                               "pass another --run.name or --run.resume false")
+        raise CulturalignError(
+            f"{ctx.run_dir} holds a {meta.get('optimizer', {}).get('name')} run, not {optimizer.name}; "
+            "pass another --run.name or --run.resume false"
+        )
     replay_start = time.time()
     progress.record = AskTellRecord.from_state(state, ctx.run_dir / "last")
     progress.record.replay(optimizer, ctx.run_dir)
@@ -119,8 +124,10 @@ def _resume(ctx: FitContext, optimizer: BlackBoxOptimizer, progress: _Progress, 
     progress.best_prompt, progress.best_loss = prompt, float(meta["best_loss"])
     progress.evaluations, progress.elapsed_before = int(meta["evaluations"]), float(meta["seconds"])
     if fabric is None or fabric.global_rank == 0:
-        print(f"resuming {ctx.run_dir} at generation {len(progress.history)} ({progress.evaluations} evaluations, "
-              f"best loss {progress.best_loss:.3f}; optimizer replayed in {time.time() - replay_start:.1f} s)")
+        print(
+            f"resuming {ctx.run_dir} at generation {len(progress.history)} ({progress.evaluations} evaluations, "
+            f"best loss {progress.best_loss:.3f}; optimizer replayed in {time.time() - replay_start:.1f} s)"
+        )
         for row in progress.history:  # a new logger starts a new metrics file: carry the finished generations over
             _log_generation(fabric, row)
     return True
@@ -135,8 +142,9 @@ def _stop_reason(search: Search, progress: _Progress, started: float, stop: _Sto
     return "interrupted" if stop.signal is not None else None
 
 
-def _score_generation(ctx: FitContext, projection: Projection, z: np.ndarray, progress: _Progress,
-                      fabric: Fabric | None, started: float) -> tuple[np.ndarray, bool]:
+def _score_generation(
+    ctx: FitContext, projection: Projection, z: np.ndarray, progress: _Progress, fabric: Fabric | None, started: float
+) -> tuple[np.ndarray, bool]:
     """Score one generation on every rank; update best and history. Returns (losses, improved)."""
     prompts = projection.to_prompts(z)
     losses = score_population(ctx, prompts, fabric)
@@ -148,22 +156,32 @@ def _score_generation(ctx: FitContext, projection: Projection, z: np.ndarray, pr
     if improved:
         progress.best_loss, progress.best_prompt = float(losses[i]), prompts[i].clone()
     seconds = progress.elapsed_before + time.time() - started
-    progress.history.append([len(progress.history) + 1, progress.evaluations, progress.best_loss, float(losses.mean()),
-                             float(losses[i]), seconds])
+    progress.history.append(
+        [len(progress.history) + 1, progress.evaluations, progress.best_loss, float(losses.mean()), float(losses[i]), seconds]
+    )
     return losses, improved
 
 
-def _save_generation(ctx: FitContext, progress: _Progress, meta_base: dict[str, Any], improved: bool,
-                     fabric: Fabric | None) -> None:
+def _save_generation(ctx: FitContext, progress: _Progress, meta_base: dict[str, Any], improved: bool, fabric: Fabric | None) -> None:
     """Rank 0: best prompt when it improved, the resume point every generation, one metrics row."""
     h = progress.history[-1]
-    meta = {**meta_base, "step": len(progress.history), "evaluations": progress.evaluations,
-            "best_loss": progress.best_loss, "seconds": h[5], "optimizer": ctx.meta["optimizer"]}
+    meta = {
+        **meta_base,
+        "step": len(progress.history),
+        "evaluations": progress.evaluations,
+        "best_loss": progress.best_loss,
+        "seconds": h[5],
+        "optimizer": ctx.meta["optimizer"],
+    }
     if improved:
         save_prompt(ctx.run_dir, progress.best_prompt, meta, ctx.backbone.model.config)
-    save_last(ctx.run_dir, progress.best_prompt, meta,
-              {**progress.record.state(), "history": torch.tensor(progress.history, dtype=torch.float64)},
-              ctx.backbone.model.config)
+    save_last(
+        ctx.run_dir,
+        progress.best_prompt,
+        meta,
+        {**progress.record.state(), "history": torch.tensor(progress.history, dtype=torch.float64)},
+        ctx.backbone.model.config,
+    )
     _log_generation(fabric, h)
 
 
@@ -180,18 +198,30 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
     no_prompt = max(float(baseline.losses[0]), 1e-9)  # the progress bar shows best / no-prompt loss
     progress = _Progress(float(init.losses[0]), ctx.v0.clone())
     resumed = _resume(ctx, optimizer, progress, fabric)
-    meta_base = {**ctx.meta, "baseline": result_summary(ctx.fitness, baseline), "init_prompt": result_summary(ctx.fitness, init),
-                 "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget}}
+    meta_base = {
+        **ctx.meta,
+        "baseline": result_summary(ctx.fitness, baseline),
+        "init_prompt": result_summary(ctx.fitness, init),
+        "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget},
+    }
     if is_main:
         (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)
         if not resumed:
-            save_prompt(ctx.run_dir, progress.best_prompt, {**meta_base, "step": 0, "best_loss": progress.best_loss,
-                                                            "evaluations": 0}, ctx.backbone.model.config)
+            save_prompt(
+                ctx.run_dir,
+                progress.best_prompt,
+                {**meta_base, "step": 0, "best_loss": progress.best_loss, "evaluations": 0},
+                ctx.backbone.model.config,
+            )
     started, stop_reason = time.time(), "budget"
     resumed_at, last_seconds = len(progress.history), progress.elapsed_before
     # A context manager closes the bar on any exit, so an error line never lands on a half-drawn bar.
-    with _StopFlag(verbose=is_main) as stop, tqdm(total=search.budget, initial=progress.evaluations, desc=optimizer.name,
-                                                  unit="eval", disable=not is_main, dynamic_ncols=True) as bar:
+    with (
+        _StopFlag(verbose=is_main) as stop,
+        tqdm(
+            total=search.budget, initial=progress.evaluations, desc=optimizer.name, unit="eval", disable=not is_main, dynamic_ncols=True
+        ) as bar,
+    ):
         while progress.evaluations < search.budget:
             # Clocks and signals differ between ranks: rank 0 decides, and sends its decision with
             # the population, so every rank leaves the loop after the same generation.
@@ -209,25 +239,43 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, 
                 progress.record.add(z, losses)
                 _save_generation(ctx, progress, meta_base, improved, fabric)
                 bar.update(len(losses))
-                bar.set_postfix(gen=len(progress.history), best=f"{progress.best_loss:.2f}",
-                                ratio=f"{progress.best_loss / no_prompt:.2f}x", mean=f"{losses.mean():.2f}",
-                                evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}")
+                bar.set_postfix(
+                    gen=len(progress.history),
+                    best=f"{progress.best_loss:.2f}",
+                    ratio=f"{progress.best_loss / no_prompt:.2f}x",
+                    mean=f"{losses.mean():.2f}",
+                    evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}",
+                )
             last_seconds = seconds
     if stop_reason == "budget" and resumed and len(progress.history) == resumed_at:
         stop_reason = "already complete"
-    summary = _finish(ctx, progress.best_prompt, meta_base, baseline, init, progress.history, progress.evaluations,
-                      stop_reason) if is_main else {}
+    summary = (
+        _finish(ctx, progress.best_prompt, meta_base, baseline, init, progress.history, progress.evaluations, stop_reason)
+        if is_main
+        else {}
+    )
     if stop_reason == "interrupted":  # on ranks > 0 without a signal of their own: a clean exit
         raise SystemExit(130 if stop.signal == signal.SIGINT else 0)
     return summary
 
 
-def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any], baseline: Any, init: Any,
-            history: list[list[float]], evaluations: int, stop_reason: str) -> dict[str, Any]:
+def _finish(
+    ctx: FitContext,
+    best_prompt: torch.Tensor,
+    meta_base: dict[str, Any],
+    baseline: Any,
+    init: Any,
+    history: list[list[float]],
+    evaluations: int,
+    stop_reason: str,
+) -> dict[str, Any]:
     """Final report: rescore the best prompt, write meta.json, table, plots."""
     best = ctx.fitness(best_prompt)
-    rows = {"no prompt": result_summary(ctx.fitness, baseline), "init prompt": result_summary(ctx.fitness, init),
-            "best": result_summary(ctx.fitness, best)}
+    rows = {
+        "no prompt": result_summary(ctx.fitness, baseline),
+        "init prompt": result_summary(ctx.fitness, init),
+        "best": result_summary(ctx.fitness, best),
+    }
     for name, fit in ctx.heldout.items():
         rows[f"best on held-out {name}"] = result_summary(fit, fit(best_prompt))
         rows[f"no prompt on held-out {name}"] = result_summary(fit, fit(None))
@@ -237,24 +285,49 @@ def _finish(ctx: FitContext, best_prompt: torch.Tensor, meta_base: dict[str, Any
     dims = ctx.fitness.survey.dimensions
     table = format_table(rows, dims, ctx.fitness.target, ctx.fitness.scoring.loss)
     seconds = history[-1][5] if history else 0.0
-    summary = {**meta_base, "step": len(history), "evaluations": evaluations, "best_loss": rows["best"]["loss"],
-               "best": rows["best"], "heldout": {k: v for k, v in rows.items() if "held-out" in k},
-               "both_orders": {k: v for k, v in rows.items() if "both answer orders" in k},
-               "seconds": seconds, "stop_reason": stop_reason}
+    summary = {
+        **meta_base,
+        "step": len(history),
+        "evaluations": evaluations,
+        "best_loss": rows["best"]["loss"],
+        "best": rows["best"],
+        "heldout": {k: v for k, v in rows.items() if "held-out" in k},
+        "both_orders": {k: v for k, v in rows.items() if "both answer orders" in k},
+        "seconds": seconds,
+        "stop_reason": stop_reason,
+    }
     save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
     (ctx.run_dir / "report.md").write_text(table + "\n")
     if history:
-        convergence({ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
-                    ctx.run_dir / "convergence.png", baselines={"no prompt": rows["no prompt"]["loss"]},
-                    title=f"{ctx.meta['optimizer']['name']} on {ctx.meta['backbone']['model_id']}")
-    dimension_bars(dims, {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k and "answer orders" not in k},
-                   ctx.fitness.target, ctx.run_dir / "dimensions.png", title=f"target: {ctx.meta['target']['name']}")
+        convergence(
+            {ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
+            ctx.run_dir / "convergence.png",
+            baselines={"no prompt": rows["no prompt"]["loss"]},
+            title=f"{ctx.meta['optimizer']['name']} on {ctx.meta['backbone']['model_id']}",
+        )
+    dimension_bars(
+        dims,
+        {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k and "answer orders" not in k},
+        ctx.fitness.target,
+        ctx.run_dir / "dimensions.png",
+        title=f"target: {ctx.meta['target']['name']}",
+    )
     print(table)
     ratio = rows["best"]["loss"] / max(rows["no prompt"]["loss"], 1e-9)
-    print(json.dumps({"run_dir": str(ctx.run_dir), "best_loss": rows["best"]["loss"],
-                      "no_prompt_loss": rows["no prompt"]["loss"], "ratio": round(ratio, 4),
-                      "init_loss": rows["init prompt"]["loss"], "evaluations": evaluations,
-                      "seconds": round(seconds, 1), "stop_reason": stop_reason}))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(ctx.run_dir),
+                "best_loss": rows["best"]["loss"],
+                "no_prompt_loss": rows["no prompt"]["loss"],
+                "ratio": round(ratio, 4),
+                "init_loss": rows["init prompt"]["loss"],
+                "evaluations": evaluations,
+                "seconds": round(seconds, 1),
+                "stop_reason": stop_reason,
+            }
+        )
+    )
     return summary
 
 

@@ -63,10 +63,20 @@ class AskTellRecord:
                 "(a pickle can run code); pass --run.resume false to start the run over"
             )
         digests, losses = state.get(DIGESTS), state.get(LOSSES)
-        if digests is None or losses is None or digests.dtype != torch.uint8 or losses.dtype != torch.float64 \
-                or digests.dim() != 2 or digests.shape[1] != 32 or losses.dim() != 2 or len(digests) != len(losses):
-            raise CulturalignError(f"{where}/state.safetensors has no valid {DIGESTS}/{LOSSES} record; "
-                                   "delete that last/ folder or pass --run.resume false to start over")
+        if (
+            digests is None
+            or losses is None
+            or digests.dtype != torch.uint8
+            or losses.dtype != torch.float64
+            or digests.dim() != 2
+            or digests.shape[1] != 32
+            or losses.dim() != 2
+            or len(digests) != len(losses)
+        ):
+            raise CulturalignError(
+                f"{where}/state.safetensors has no valid {DIGESTS}/{LOSSES} record; "
+                "delete that last/ folder or pass --run.resume false to start over"
+            )
         return cls([bytes(row.tolist()) for row in digests], [row.numpy().copy() for row in losses])
 
     def replay(self, optimizer: BlackBoxOptimizer, where: Path) -> None:

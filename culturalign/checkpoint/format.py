@@ -52,8 +52,10 @@ def _write_failed(path: Path, tmp: Path, err: Exception) -> CulturalignError:
     """A full disk or a lost mount mid-run: one line, and the previous checkpoint is still whole."""
     tmp.unlink(missing_ok=True)
     reason = getattr(err, "strerror", None) or str(err)[:80]
-    return CulturalignError(f"cannot write {path} ({reason}); free space or fix permissions, then rerun the same "
-                            "command to resume from the last complete checkpoint (it is intact)")
+    return CulturalignError(
+        f"cannot write {path} ({reason}); free space or fix permissions, then rerun the same "
+        "command to resume from the last complete checkpoint (it is intact)"
+    )
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -110,13 +112,21 @@ def adapter_config(prompt: torch.Tensor, base_model: str, backbone_config: Any =
     from peft import PromptTuningConfig
 
     T, d = prompt.shape
-    heads = {} if backbone_config is None else {"num_attention_heads": int(backbone_config.num_attention_heads),
-                                                "num_layers": int(backbone_config.num_hidden_layers)}
+    heads = (
+        {}
+        if backbone_config is None
+        else {"num_attention_heads": int(backbone_config.num_attention_heads), "num_layers": int(backbone_config.num_hidden_layers)}
+    )
     cfg = PromptTuningConfig(
         task_type="CAUSAL_LM",  # without it PEFT builds a bare PeftModel
-        num_virtual_tokens=int(T), token_dim=int(d), num_transformer_submodules=1,
+        num_virtual_tokens=int(T),
+        token_dim=int(d),
+        num_transformer_submodules=1,
         prompt_tuning_init="RANDOM",  # TEXT would make PEFT load a tokenizer at init
-        base_model_name_or_path=base_model, inference_mode=True, **heads)
+        base_model_name_or_path=base_model,
+        inference_mode=True,
+        **heads,
+    )
     return json.loads(json.dumps(cfg.to_dict(), default=str))  # enums and sets as plain JSON values
 
 
@@ -157,8 +167,10 @@ def load_prompt(directory: str | Path, backbone: Any = None, force: bool = False
         raise CulturalignError(f"{directory}: prompt has shape {tuple(prompt.shape)}, expected [T, d]")
     T = meta.get("num_virtual_tokens")
     if T is not None and int(T) != prompt.shape[0]:
-        raise CulturalignError(f"{directory / META} says num_virtual_tokens={T} but the weights have {prompt.shape[0]}; "
-                               "meta.json was edited or belongs to another run; restore it or re-run")
+        raise CulturalignError(
+            f"{directory / META} says num_virtual_tokens={T} but the weights have {prompt.shape[0]}; "
+            "meta.json was edited or belongs to another run; restore it or re-run"
+        )
     if backbone is not None:
         if prompt.shape[1] != backbone.hidden_size:
             raise CulturalignError(
@@ -176,8 +188,10 @@ def load_prompt(directory: str | Path, backbone: Any = None, force: bool = False
 
 # -- resume state --------------------------------------------------------------------------------
 
-def save_last(run_dir: Path, prompt: torch.Tensor, meta: dict[str, Any], state: dict[str, torch.Tensor | bytes],
-              backbone_config: Any = None) -> None:
+
+def save_last(
+    run_dir: Path, prompt: torch.Tensor, meta: dict[str, Any], state: dict[str, torch.Tensor | bytes], backbone_config: Any = None
+) -> None:
     """Write the resume point as a whole: build `last.tmp`, then swap it in for `last`."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{LAST}.tmp{os.getpid()}"
@@ -185,8 +199,7 @@ def save_last(run_dir: Path, prompt: torch.Tensor, meta: dict[str, Any], state: 
         if not _pid_alive(stale.name.rpartition("tmp")[2]):
             shutil.rmtree(stale, ignore_errors=True)
     save_prompt(tmp, prompt, meta, backbone_config)
-    tensors = {k: (torch.frombuffer(bytearray(v), dtype=torch.uint8) if isinstance(v, (bytes, bytearray)) else v)
-               for k, v in state.items()}
+    tensors = {k: (torch.frombuffer(bytearray(v), dtype=torch.uint8) if isinstance(v, (bytes, bytearray)) else v) for k, v in state.items()}
     _write_safetensors(tmp / STATE, {k: (v if v.numel() else torch.zeros(0, dtype=torch.uint8)) for k, v in tensors.items()})
     write_json(tmp / "state_kinds.json", {k: ("bytes" if isinstance(v, (bytes, bytearray)) else "tensor") for k, v in state.items()})
     last, old = run_dir / LAST, run_dir / f"{LAST}.old"

@@ -80,11 +80,16 @@ def target_record(target: Target) -> dict:
     return {"name": target.name, "iso3": target.iso3, "source": target.source, "scores": target.scores}
 
 
-def build_fitness(backbone: Backbone, surveys: list[Survey], target: Target, scoring: Scoring,
-                  answering: Answering) -> SurveyFitness:
+def build_fitness(backbone: Backbone, surveys: list[Survey], target: Target, scoring: Scoring, answering: Answering) -> SurveyFitness:
     return SurveyFitness(backbone, surveys, target.scores, scoring, answering)
 
 
 def backbone_record(backbone: Backbone) -> dict:
-    return {"model_id": backbone.model_id, "fingerprint": backbone.fingerprint, "hidden_size": backbone.hidden_size,
-            "dtype": str(backbone.dtype).replace("torch.", ""), "device": str(backbone.device), **backbone.extra}
+    return {
+        "model_id": backbone.model_id,
+        "fingerprint": backbone.fingerprint,
+        "hidden_size": backbone.hidden_size,
+        "dtype": str(backbone.dtype).replace("torch.", ""),
+        "device": str(backbone.device),
+        **backbone.extra,
+    }

@@ -58,8 +58,13 @@ def target_key(t: Target) -> str:
 
 
 def machine_record() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(terse=True), "machine": platform.machine(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def evaluate(
@@ -118,8 +123,12 @@ def evaluate(
     cd_subset = None if cd_path is None else select(load_cdeval(cd_path), cdeval)
     cd_eval = None if cd_subset is None else CdevalEval(backbone, cd_subset, answering)
     timing: dict[str, float] = {}
-    prompts = [_evaluate_one(cand, ask, wordings, targets, scoring, cd_eval, generate, questions, max_new_tokens, seed,
-                             answering, backbone, timing) for cand in candidates]
+    prompts = [
+        _evaluate_one(
+            cand, ask, wordings, targets, scoring, cd_eval, generate, questions, max_new_tokens, seed, answering, backbone, timing
+        )
+        for cand in candidates
+    ]
     timing["total"] = time.time() - t0
     results = {
         "command": _command_line(),
@@ -128,9 +137,17 @@ def evaluate(
         "model": backbone_record(backbone),
         **_settings(ask, wordings, scoring, answering),
         "targets": [{"key": target_key(tg), **target_record(tg)} for tg in targets],
-        "cdeval": None if cd_subset is None else {
-            "path": str(cd_path), "dimensions": list(cd_subset), "n": {d: len({e.group for e in r}) for d, r in cd_subset.items()},
-            "fold": cdeval.fold, "folds": cdeval.folds, "seed": cdeval.seed, "data_limit": cdeval.data_limit},
+        "cdeval": None
+        if cd_subset is None
+        else {
+            "path": str(cd_path),
+            "dimensions": list(cd_subset),
+            "n": {d: len({e.group for e in r}) for d, r in cd_subset.items()},
+            "fold": cdeval.fold,
+            "folds": cdeval.folds,
+            "seed": cdeval.seed,
+            "data_limit": cdeval.data_limit,
+        },
         "questions": questions if generate else [],
         "generate_max_new_tokens": max_new_tokens,
         "prompts": prompts,
@@ -147,8 +164,7 @@ def _settings(ask: Administer, wordings: list[Wording], scoring: Scoring, answer
         "scoring": {"loss_kind": scoring.loss, "constants": fit0.constants, "weights": scoring.weights},
         "answering": {k: getattr(answering, k) for k in ("mode", "debias", "instruction", "max_new_tokens")},
         "survey": {"base": fit0.survey.origin, "framework": fit0.survey.framework, "dimensions": list(fit0.survey.dimensions)},
-        "wordings": [{"label": w.label, "kind": w.kind, "origin": w.survey.origin, "wording": w.survey.wording}
-                     for w in wordings],
+        "wordings": [{"label": w.label, "kind": w.kind, "origin": w.survey.origin, "wording": w.survey.wording} for w in wordings],
     }
 
 
@@ -163,14 +179,32 @@ def _emit(results: dict[str, Any], paths: dict[str, Any], json_output: bool) -> 
         print(f"\nwrote {', '.join(str(p) for k, p in paths.items() if k != 'report_text')}", file=sys.stderr)
 
 
-def _evaluate_one(cand: Candidate, ask: Administer, wordings: list[Wording], targets: list[Target], scoring: Scoring,
-                  cd_eval: CdevalEval | None, generate: bool, questions: list[str], max_new_tokens: int, seed: int,
-                  answering: Answering, backbone: Backbone, timing: dict[str, float]) -> dict[str, Any]:
+def _evaluate_one(
+    cand: Candidate,
+    ask: Administer,
+    wordings: list[Wording],
+    targets: list[Target],
+    scoring: Scoring,
+    cd_eval: CdevalEval | None,
+    generate: bool,
+    questions: list[str],
+    max_new_tokens: int,
+    seed: int,
+    answering: Answering,
+    backbone: Backbone,
+    timing: dict[str, float],
+) -> dict[str, Any]:
     """One prompt's record: every wording's indices, answers and losses; answer positions; CDEval; open answers."""
     from culturalign.commands.generate import generate_text
 
-    rec: dict[str, Any] = {"label": cand.label, "kind": cand.kind, "run_dir": cand.run_dir,
-                           "instruction": cand.instruction, "info": cand.info, "survey": {}}
+    rec: dict[str, Any] = {
+        "label": cand.label,
+        "kind": cand.kind,
+        "run_dir": cand.run_dir,
+        "instruction": cand.instruction,
+        "info": cand.info,
+        "survey": {},
+    }
     dists = []
     t = time.time()
     for w in wordings:
@@ -192,11 +226,15 @@ def _evaluate_one(cand: Candidate, ask: Administer, wordings: list[Wording], tar
         timing["cdeval"] = timing.get("cdeval", 0.0) + time.time() - t
     if generate:
         t = time.time()
-        rec["generate"] = {q: generate_text(backbone, cand.prompt, q, max_new_tokens, 0.0, seed,
-                                            cand.instruction or answering.instruction) for q in questions}
+        rec["generate"] = {
+            q: generate_text(backbone, cand.prompt, q, max_new_tokens, 0.0, seed, cand.instruction or answering.instruction)
+            for q in questions
+        }
         timing["generate"] = timing.get("generate", 0.0) + time.time() - t
-    print(f"evaluated {cand.label}: {scoring.loss.upper()} "
-          f"{rec['survey']['base']['loss'][target_key(targets[0])][scoring.loss]:.2f}", file=sys.stderr)
+    print(
+        f"evaluated {cand.label}: {scoring.loss.upper()} {rec['survey']['base']['loss'][target_key(targets[0])][scoring.loss]:.2f}",
+        file=sys.stderr,
+    )
     return rec
 
 

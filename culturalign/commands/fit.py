@@ -1,8 +1,8 @@
 """`culturalign fit`: train a soft prompt with any registered optimizer.
 
-    culturalign fit --optimizer DE                         # the paper's method, embedded model, Saudi Arabia
-    culturalign fit --optimizer CMAES --target USA         # a plugin, another country
-    culturalign fit --optimizer GD --data cdeval_ivr       # gradient descent on CDEval, 5-fold CV
+culturalign fit --optimizer DE                         # the paper's method, embedded model, Saudi Arabia
+culturalign fit --optimizer CMAES --target USA         # a plugin, another country
+culturalign fit --optimizer GD --data cdeval_ivr       # gradient descent on CDEval, 5-fold CV
 """
 
 from __future__ import annotations
@@ -72,26 +72,37 @@ def fit(
 def _check_request(optimizer: Optimizer, survey: SurveyArgs) -> None:
     """Refuse contradictory requests before loading anything."""
     if overlap := set(survey.heldout) & set(survey.validation):
-        raise CulturalignError(f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
-                               "the checkpoint is not held out: list it in one of the two")
-    trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w
-               for w in survey.wordings()}
+        raise CulturalignError(
+            f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
+            "the checkpoint is not held out: list it in one of the two"
+        )
+    trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w for w in survey.wordings()}
     refuse_overlap(trained, {n: load_survey(n) for n in [*survey.heldout, *survey.validation]})
     if survey.validation and not optimizer.uses_validation_wordings:
-        raise CulturalignError(f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
-                               "best prompt on the training wordings: use --survey.heldout to report those wordings")
+        raise CulturalignError(
+            f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
+            "best prompt on the training wordings: use --survey.heldout to report those wordings"
+        )
 
 
-def _build_context(optimizer: Optimizer, model: ModelArgs, prompt: PromptArgs, survey: SurveyArgs,
-                   target: TargetArgs, scoring: Scoring, answering: Answering, run: RunArgs, launch: LaunchArgs,
-                   invocation: Invocation) -> FitContext:
+def _build_context(
+    optimizer: Optimizer,
+    model: ModelArgs,
+    prompt: PromptArgs,
+    survey: SurveyArgs,
+    target: TargetArgs,
+    scoring: Scoring,
+    answering: Answering,
+    run: RunArgs,
+    launch: LaunchArgs,
+    invocation: Invocation,
+) -> FitContext:
     """Run folder, backbone, init prompt and fitnesses: what every method starts from."""
     from culturalign.model.soft_prompt import init_prompt
 
     tgt = target.resolve()
     default_name = f"{optimizer.name.lower()}-{(tgt.iso3 or 'custom').lower()}"
-    fabric = make_fabric(launch, Path(run.root).expanduser() / sanitise_run_name(run.name or default_name),
-                         invocation.from_command_line)
+    fabric = make_fabric(launch, Path(run.root).expanduser() / sanitise_run_name(run.name or default_name), invocation.from_command_line)
     run_dir = rank_zero_run_dir(fabric, run, default_name)
     if fabric.global_rank != 0:  # one set of load bars, from rank 0
         from transformers.utils import logging as hf_logging
@@ -118,6 +129,16 @@ def _build_context(optimizer: Optimizer, model: ModelArgs, prompt: PromptArgs, s
         "target": target_record(tgt),
         "world_size": fabric.world_size,
     }
-    return FitContext(backbone, fitness, v0, run_dir, meta, invocation.config_yaml, run.seed, run.resume,
-                      heldout={n: one(n) for n in survey.heldout}, validation={n: one(n) for n in survey.validation},
-                      fabric=fabric)
+    return FitContext(
+        backbone,
+        fitness,
+        v0,
+        run_dir,
+        meta,
+        invocation.config_yaml,
+        run.seed,
+        run.resume,
+        heldout={n: one(n) for n in survey.heldout},
+        validation={n: one(n) for n in survey.validation},
+        fabric=fabric,
+    )

@@ -11,8 +11,15 @@ from culturalign.model.chat import chat_ids
 from culturalign.model.prefix_cache import decode_more, prefill_rows
 
 
-def generate_text(backbone, prompt: torch.Tensor | None, question: str, max_new_tokens: int = 64,
-                  temperature: float = 0.0, seed: int = 0, system: str | None = None) -> str:
+def generate_text(
+    backbone,
+    prompt: torch.Tensor | None,
+    question: str,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    system: str | None = None,
+) -> str:
     """One answer, decoded through the same cache path as the survey's generate mode."""
     ids = torch.tensor([chat_ids(backbone.tokenizer, question, system)])
     with torch.inference_mode():
@@ -50,7 +57,7 @@ def generate(
     backbone = model.load()
     soft = load_prompt(ckpt, backbone, force)[0] if ckpt else None
     answers = []
-    for q in ([prompt] if isinstance(prompt, str) else prompt):
+    for q in [prompt] if isinstance(prompt, str) else prompt:
         text = generate_text(backbone, soft, q, max_new_tokens, temperature, seed, system)
         print(f"Q: {q}\nA: {text}\n")
         answers.append(text)

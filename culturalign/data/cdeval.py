@@ -29,8 +29,7 @@ COLUMNS = ("Dimension", "Domain", "Question", "Option 1", "Option 2")
 LIST_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s*")
 TEMPLATE = "{question}\n1. {first}\n2. {second}\nAnswer with a single number, 1 or 2."
 # --data.format statement: each option judged on its own (see `statements`).
-STATEMENT_TEMPLATE = ("{question}\nProposed answer: {option}\n"
-                      "Would you give this answer? Answer with a single number: 1 for yes, 2 for no.")
+STATEMENT_TEMPLATE = "{question}\nProposed answer: {option}\nWould you give this answer? Answer with a single number: 1 for yes, 2 for no."
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
@@ -117,8 +116,7 @@ def examples(rows: list[dict[str, str]], dimension: str, high: bool) -> list[Cho
         hi, lo = row["Option 1"], row["Option 2"]
         for order, (first, second) in enumerate(((hi, lo), (lo, hi))):
             label = (0 if order == 0 else 1) if high else (1 if order == 0 else 0)
-            out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second),
-                                     label, g, order, row["Domain"]))
+            out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second), label, g, order, row["Domain"]))
     return out
 
 
@@ -135,8 +133,7 @@ def statements(rows: list[dict[str, str]], dimension: str, high: bool) -> list[C
     for g, row in enumerate(_dimension_rows(rows, dimension)):
         preferred, other = (row["Option 1"], row["Option 2"]) if high else (row["Option 2"], row["Option 1"])
         for order, option in enumerate((preferred, other)):
-            out.append(ChoiceExample(STATEMENT_TEMPLATE.format(question=row["Question"], option=option),
-                                     order, g, order, row["Domain"]))
+            out.append(ChoiceExample(STATEMENT_TEMPLATE.format(question=row["Question"], option=option), order, g, order, row["Domain"]))
     return out
 
 

@@ -43,12 +43,17 @@ def tokenise(tokenizer: Any, examples: list[ChoiceExample], system: str | None =
 def collate(rows: list[tuple[list[int], int, int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-pad suffixes so the last position is always a real token. Output shapes: (B, S) and (B,)."""
     ids, mask = left_pad([r[0] for r in rows], pad_id)
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r[1] for r in rows]),
-            "order": torch.tensor([r[2] for r in rows])}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": torch.tensor([r[1] for r in rows]),
+        "order": torch.tensor([r[2] for r in rows]),
+    }
 
 
-def option_logits(backbone: Backbone, prompt: torch.Tensor | None, prefix_ids: torch.Tensor,
-                  batch: dict[str, torch.Tensor], answer_ids: torch.Tensor) -> torch.Tensor:
+def option_logits(
+    backbone: Backbone, prompt: torch.Tensor | None, prefix_ids: torch.Tensor, batch: dict[str, torch.Tensor], answer_ids: torch.Tensor
+) -> torch.Tensor:
     """THE scoring of labelled questions, for GD training and for `evaluate` alike: (B, K) fp32 logits of the
     option-number tokens at the answer position. prompt: (T, d) or None; batch from `collate`."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -71,8 +76,9 @@ def limit_groups(examples: list[ChoiceExample], limit: int | None, seed: int) ->
     return [ex for ex in examples if ex.group in keep]
 
 
-def select_questions(examples: list[ChoiceExample], limit: int | None, seed: int, folds: int | None = None,
-                     fold: int | None = None) -> list[ChoiceExample]:
+def select_questions(
+    examples: list[ChoiceExample], limit: int | None, seed: int, folds: int | None = None, fold: int | None = None
+) -> list[ChoiceExample]:
     """THE question selection of GD runs and `evaluate`: `--data.limit` first, then test fold `fold` of the
     stratified `folds` (seeded like the run), so `evaluate` sees exactly a GD run's test fold."""
     examples = limit_groups(examples, limit, seed)

@@ -64,9 +64,13 @@ class FoldPlan:
         return train, val, (test if self.k > 1 else val)
 
     def to_json(self) -> dict:
-        return {"k": self.k, "seed": self.seed, "val_fraction": self.val_fraction,
-                "fold_of": {str(g): f for g, f in sorted(self.fold_of.items())},
-                "strata": {str(g): s for g, s in sorted(self.strata.items())}}
+        return {
+            "k": self.k,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "fold_of": {str(g): f for g, f in sorted(self.fold_of.items())},
+            "strata": {str(g): s for g, s in sorted(self.strata.items())},
+        }
 
 
 def stratified_folds(strata: dict[int, str], k: int, seed: int, val_fraction: float = 0.1) -> FoldPlan:

@@ -42,5 +42,4 @@ def inverse_answers(survey: Survey, target: dict[str, float], constants: dict[st
 
 def implied_indices(survey: Survey, answers: dict[int, int], constants: dict[str, float]) -> dict[str, float]:
     """The indices the answers give (to report how close the labels get)."""
-    return {dim: sum(w * (answers[a] - answers[b]) for w, a, b in terms) + constants[dim]
-            for dim, terms in survey.formulas.items()}
+    return {dim: sum(w * (answers[a] - answers[b]) for w, a, b in terms) + constants[dim] for dim, terms in survey.formulas.items()}

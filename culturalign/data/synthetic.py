@@ -24,8 +24,10 @@ def examples(survey: Survey, target: dict[str, float], constants: dict[str, floa
     g = 0
     for item in survey.items:
         if not item.paraphrases:
-            raise CulturalignError(f"survey {survey.origin} item {item.id} has no paraphrases; the synthetic set needs them "
-                                   "(use the built-in vsm13 or add `paraphrases:` to your file)")
+            raise CulturalignError(
+                f"survey {survey.origin} item {item.id} has no paraphrases; the synthetic set needs them "
+                "(use the built-in vsm13 or add `paraphrases:` to your file)"
+            )
         for text in item.paraphrases:
             para = replace(item, text=text)
             for order, reverse in enumerate((False, True)):

@@ -38,8 +38,9 @@ def persona(country: str) -> str:
     return f"You are a person from {country}."
 
 
-def baselines(backbone: Backbone, names: Sequence[str], targets: Sequence[Target], num_virtual_tokens: int,
-              seed: int = 0) -> list[Candidate]:
+def baselines(
+    backbone: Backbone, names: Sequence[str], targets: Sequence[Target], num_virtual_tokens: int, seed: int = 0
+) -> list[Candidate]:
     """Built-in baselines in the order asked; `instruction` gives one candidate per named target."""
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
@@ -52,14 +53,20 @@ def baselines(backbone: Backbone, names: Sequence[str], targets: Sequence[Target
         elif name == "instruction":
             for country in countries:
                 label = "instruction" if len(countries) == 1 else f"instruction ({country})"
-                out.append(Candidate(label, "baseline", instruction=persona(country),
-                                     info={"baseline": "instruction", "text": persona(country)}))
+                out.append(
+                    Candidate(label, "baseline", instruction=persona(country), info={"baseline": "instruction", "text": persona(country)})
+                )
         else:
             text = persona(countries[0]) if name == "text" else None
             v = init_prompt(backbone, num_virtual_tokens, name, text, seed)
-            out.append(Candidate(f"untrained soft ({name})", "baseline", prompt=v,
-                                 info={"baseline": f"untrained-{name}", "num_virtual_tokens": num_virtual_tokens,
-                                       "init_text": text, "seed": seed}))
+            out.append(
+                Candidate(
+                    f"untrained soft ({name})",
+                    "baseline",
+                    prompt=v,
+                    info={"baseline": f"untrained-{name}", "num_virtual_tokens": num_virtual_tokens, "init_text": text, "seed": seed},
+                )
+            )
     return out
 
 
@@ -75,17 +82,25 @@ def load_runs(run_dirs: Sequence[str], backbone: Backbone, force: bool = False) 
             label = f"{opt} ({d})"
         seen.add(label)
         tgt = meta.get("target") or {}
-        out.append(Candidate(label, "run", prompt=prompt, run_dir=str(d), info={
-            "optimizer": opt,
-            "trained_target": tgt.get("iso3") or tgt.get("name"),
-            "num_virtual_tokens": int(prompt.shape[0]),
-            "init": meta.get("init"),
-            "trained_survey": meta.get("survey"),
-            "trained_answering": meta.get("answering"),
-            "trained_loss_kind": meta.get("loss_kind"),
-            "trained_constants": meta.get("constants"),
-            "evaluations": meta.get("evaluations"),
-            "best_loss": meta.get("best_loss"),
-            "data": meta.get("data"),
-        }))
+        out.append(
+            Candidate(
+                label,
+                "run",
+                prompt=prompt,
+                run_dir=str(d),
+                info={
+                    "optimizer": opt,
+                    "trained_target": tgt.get("iso3") or tgt.get("name"),
+                    "num_virtual_tokens": int(prompt.shape[0]),
+                    "init": meta.get("init"),
+                    "trained_survey": meta.get("survey"),
+                    "trained_answering": meta.get("answering"),
+                    "trained_loss_kind": meta.get("loss_kind"),
+                    "trained_constants": meta.get("constants"),
+                    "evaluations": meta.get("evaluations"),
+                    "best_loss": meta.get("best_loss"),
+                    "data": meta.get("data"),
+                },
+            )
+        )
     return out

@@ -30,9 +30,14 @@ from culturalign.model.chat import answer_token_ids
 from culturalign.survey.fitness import Answering
 from culturalign.targets import Target
 
-POLES = {"PDI": ("high power distance", "low power distance"), "IDV": ("individualist", "collectivist"),
-         "MAS": ("masculine", "feminine"), "UAI": ("high uncertainty avoidance", "low uncertainty avoidance"),
-         "LTO": ("long-term", "short-term"), "IVR": ("indulgent", "restrained")}
+POLES = {
+    "PDI": ("high power distance", "low power distance"),
+    "IDV": ("individualist", "collectivist"),
+    "MAS": ("masculine", "feminine"),
+    "UAI": ("high uncertainty avoidance", "low uncertainty avoidance"),
+    "LTO": ("long-term", "short-term"),
+    "IVR": ("indulgent", "restrained"),
+}
 
 
 @dataclass
@@ -106,7 +111,7 @@ class CdevalEval:
         step = self.answering.max_batch_rows
         parts = []
         for a in range(0, len(suffixes), step):
-            batch = collate([(s, 0, 0) for s in suffixes[a:a + step]], self.pad_id)
+            batch = collate([(s, 0, 0) for s in suffixes[a : a + step]], self.pad_id)
             batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
             logits = option_logits(self.backbone, p, prefix.to(self.backbone.device), batch, self.answer_ids)
             parts.append(logits.softmax(-1))
@@ -118,7 +123,7 @@ class CdevalEval:
         out: dict[str, Any] = {}
         start = 0
         for dim, exs in self.subset.items():
-            mine = probs[start:start + len(exs)]
+            mine = probs[start : start + len(exs)]
             start += len(exs)
             # order 0: high pole listed first; order 1: listed second. label = the high pole's number.
             p_high = [[float(mine[i, ex.label]) for i, ex in enumerate(exs) if ex.order == o] for o in (0, 1)]
@@ -138,7 +143,13 @@ def accuracy(per_dim: dict[str, Any], target: Target) -> dict[str, dict[str, flo
             t = torch.tensor(p)
             hits = (t > 0.5) if high else (t < 0.5)
             accs.append(float(hits.float().mean()))
-        out[dim] = {"pole": POLES[dim][0 if high else 1], "high_first": accs[0], "low_first": accs[1],
-                    "mean": (accs[0] + accs[1]) / 2,
-                    "p_high": float(torch.tensor(r["p_high"]).mean()), "p_position1": r["p_position1"], "n": r["n"]}
+        out[dim] = {
+            "pole": POLES[dim][0 if high else 1],
+            "high_first": accs[0],
+            "low_first": accs[1],
+            "mean": (accs[0] + accs[1]) / 2,
+            "p_high": float(torch.tensor(r["p_high"]).mean()),
+            "p_position1": r["p_position1"],
+            "n": r["n"],
+        }
     return out

@@ -71,8 +71,10 @@ def build_wordings(args: WordingArgs, debias: bool = False) -> list[Wording]:
     for name in [*args.heldout, *([args.name] if args.name else [])]:
         other = load_survey(name)
         if other.formulas != base.formulas or len(other.items) != len(base.items):
-            raise CulturalignError(f"wording {name!r} is not a wording of {args.base!r} (other items or formulas); "
-                                   f"pass it as --survey.base {name} to evaluate on it instead")
+            raise CulturalignError(
+                f"wording {name!r} is not a wording of {args.base!r} (other items or formulas); "
+                f"pass it as --survey.base {name} to evaluate on it instead"
+            )
         out.append(Wording(name, other, kind="heldout"))
     if args.reverse and not debias:
         out.append(Wording(REVERSED, reversed_scales(base), reverse=True, kind="reversed"))

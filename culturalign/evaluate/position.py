@@ -23,5 +23,10 @@ def histogram(distributions: Sequence[torch.Tensor]) -> dict[str, list[float] | 
     K = d.shape[-1]
     arg = torch.bincount(d.argmax(-1), minlength=K).float() / d.shape[0]
     top = int(arg.argmax()) + 1
-    return {"argmax": [round(float(x), 4) for x in arg], "mass": [round(float(x), 4) for x in d.mean(0)],
-            "n": int(d.shape[0]), "top": top, "stuck": bool(arg.max() >= STUCK_SHARE)}
+    return {
+        "argmax": [round(float(x), 4) for x in arg],
+        "mass": [round(float(x), 4) for x in d.mean(0)],
+        "n": int(d.shape[0]),
+        "top": top,
+        "stuck": bool(arg.max() >= STUCK_SHARE),
+    }

@@ -23,8 +23,9 @@ from culturalign.errors import CulturalignError
 # The paper's Table 1(b) (VSM13 loss, LLaMA-3-8B-Instruct; absolute values depend on its constants).
 PAPER = {"no prompt": 14497, "instruction": 32196, "GD (synthetic VSM13)": 12032, "DE (VSM13)": 8497}
 READING = re.compile(r"<!-- reading -->.*?<!-- /reading -->", re.S)
-DEFAULT_READING = ("<!-- reading -->\n_No hand-written reading yet: write it between these markers; "
-                   "regenerating keeps it._\n<!-- /reading -->")
+DEFAULT_READING = (
+    "<!-- reading -->\n_No hand-written reading yet: write it between these markers; regenerating keeps it._\n<!-- /reading -->"
+)
 
 
 def _fmt(x: float, nd: int = 1) -> str:
@@ -47,10 +48,15 @@ def _no_prompt(results: dict) -> dict | None:
 def header(results: dict) -> str:
     m, sc, ans = results["model"], results["scoring"], results["answering"]
     consts = sc["constants"]
-    cs = f"C = {next(iter(consts.values())):g} for all" if len(set(consts.values())) == 1 else \
-        ", ".join(f"{k} {v:g}" for k, v in consts.items())
-    tg = "; ".join(f"{t['name']} ({t['key']}, source {t['source']}): "
-                   + " ".join(f"{d} {v:g}" for d, v in t["scores"].items()) for t in results["targets"])
+    cs = (
+        f"C = {next(iter(consts.values())):g} for all"
+        if len(set(consts.values())) == 1
+        else ", ".join(f"{k} {v:g}" for k, v in consts.items())
+    )
+    tg = "; ".join(
+        f"{t['name']} ({t['key']}, source {t['source']}): " + " ".join(f"{d} {v:g}" for d, v in t["scores"].items())
+        for t in results["targets"]
+    )
     mc = results["machine"]
     where = f"GPU {mc['cuda']}" if mc.get("cuda") else f"{mc['cpus']}-core CPU"
     lines = [
@@ -81,13 +87,13 @@ def table_1b(results: dict, key: str) -> str:
     lines = [head, "|" + "---|" * (len(dims) + 4)]
     for p in results["prompts"]:
         s = p["survey"]["base"]
-        cells = [f"{s['dimensions'][d]:.1f} ({s['dimensions'][d] - t['scores'][d]:+.1f})" if d in t["scores"]
-                 else f"{s['dimensions'][d]:.1f}" for d in dims]
+        cells = [
+            f"{s['dimensions'][d]:.1f} ({s['dimensions'][d] - t['scores'][d]:+.1f})" if d in t["scores"] else f"{s['dimensions'][d]:.1f}"
+            for d in dims
+        ]
         ratio = _fmt(s["loss"][key][kind] / ref, 3) if ref else "n/a"
-        lines.append(f"| {p['label']} | " + " | ".join(cells)
-                     + f" | {s['loss'][key]['l1']:.2f} | {s['loss'][key]['l2']:.2f} | {ratio} |")
-    lines.append("| **target** | " + " | ".join(f"{t['scores'][d]:g}" if d in t["scores"] else "-" for d in dims)
-                 + " | | | |")
+        lines.append(f"| {p['label']} | " + " | ".join(cells) + f" | {s['loss'][key]['l1']:.2f} | {s['loss'][key]['l2']:.2f} | {ratio} |")
+    lines.append("| **target** | " + " | ".join(f"{t['scores'][d]:g}" if d in t["scores"] else "-" for d in dims) + " | | | |")
     return "\n".join(lines)
 
 
@@ -130,13 +136,21 @@ def table_generalisation(results: dict, key: str, relative: bool = False) -> str
 
 def table_positions(results: dict) -> str:
     K = len(results["prompts"][0]["position"]["argmax"])
-    lines = ["| prompt | " + " | ".join(f"pos {k}" for k in range(1, K + 1))
-             + " | most chosen | stuck on one position | mean probability per position |", "|" + "---|" * (K + 4)]
+    lines = [
+        "| prompt | "
+        + " | ".join(f"pos {k}" for k in range(1, K + 1))
+        + " | most chosen | stuck on one position | mean probability per position |",
+        "|" + "---|" * (K + 4),
+    ]
     for p in results["prompts"]:
         h = p["position"]
-        lines.append(f"| {p['label']} | " + " | ".join(f"{x:.2f}" for x in h["argmax"])
-                     + f" | {h['top']} | {'**yes**' if h['stuck'] else 'no'} | "
-                     + " / ".join(f"{x:.2f}" for x in h["mass"]) + " |")
+        lines.append(
+            f"| {p['label']} | "
+            + " | ".join(f"{x:.2f}" for x in h["argmax"])
+            + f" | {h['top']} | {'**yes**' if h['stuck'] else 'no'} | "
+            + " / ".join(f"{x:.2f}" for x in h["mass"])
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -148,8 +162,7 @@ def table_1a(results: dict, key: str) -> str:
     lines = [f"Target pole per dimension: {poles}.", "", head, "|" + "---|" * (3 * len(dims) + 2)]
     for p in results["prompts"]:
         a = p["cdeval"][key]
-        cells = [f"{a[d]['high_first']:.2f} | {a[d]['low_first']:.2f} | **{a[d]['mean']:.2f}**" if d in a
-                 else "- | - | -" for d in dims]
+        cells = [f"{a[d]['high_first']:.2f} | {a[d]['low_first']:.2f} | **{a[d]['mean']:.2f}**" if d in a else "- | - | -" for d in dims]
         pos1 = sum(a[d]["p_position1"] for d in a) / max(1, len(a))
         lines.append(f"| {p['label']} | " + " | ".join(cells) + f" | {pos1:.2f} |")
     return "\n".join(lines)
@@ -159,15 +172,19 @@ def table_runs(results: dict) -> str:
     runs = [p for p in results["prompts"] if p["kind"] == "run"]
     if not runs:
         return "_No run directories were passed: baselines only._"
-    lines = ["| prompt | run dir | optimizer | trained target | T | evaluations | trained on | trained loss |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| prompt | run dir | optimizer | trained target | T | evaluations | trained on | trained loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in runs:
         i = p["info"]
-        lines.append(f"| {p['label']} | `{p['run_dir']}` | {i['optimizer']} | {i['trained_target']} | "
-                     f"{i['num_virtual_tokens']} | {i.get('evaluations') or '-'} | "
-                     f"{_cell(', '.join(i.get('trained_survey') or []) or i.get('data') or '-')} | "
-                     f"{_fmt(i['best_loss'], 2) if i.get('best_loss') is not None else '-'} "
-                     f"{(i.get('trained_loss_kind') or '').upper()} |")
+        lines.append(
+            f"| {p['label']} | `{p['run_dir']}` | {i['optimizer']} | {i['trained_target']} | "
+            f"{i['num_virtual_tokens']} | {i.get('evaluations') or '-'} | "
+            f"{_cell(', '.join(i.get('trained_survey') or []) or i.get('data') or '-')} | "
+            f"{_fmt(i['best_loss'], 2) if i.get('best_loss') is not None else '-'} "
+            f"{(i.get('trained_loss_kind') or '').upper()} |"
+        )
     return "\n".join(lines)
 
 
@@ -177,15 +194,20 @@ def findings(results: dict, key: str) -> list[str]:
     out = []
     ps = results["prompts"]
     order = sorted(ps, key=lambda p: _loss(p, "base", key, kind))
-    out.append(f"Ordering on the base wording ({kind.upper()} to {key}, lower is better): "
-               + " < ".join(f"{p['label']} {_loss(p, 'base', key, kind):.2f}" for p in order) + ".")
+    out.append(
+        f"Ordering on the base wording ({kind.upper()} to {key}, lower is better): "
+        + " < ".join(f"{p['label']} {_loss(p, 'base', key, kind):.2f}" for p in order)
+        + "."
+    )
     base = _no_prompt(results)
     if base is not None:
         b = _loss(base, "base", key, kind)
-        out.append(f"Paper's ratios to no prompt (Table 1(b), L2-type loss on LLaMA-3-8B): DE "
-                   f"{PAPER['DE (VSM13)'] / PAPER['no prompt']:.3f}, GD-synthetic "
-                   f"{PAPER['GD (synthetic VSM13)'] / PAPER['no prompt']:.3f}, instruction "
-                   f"{PAPER['instruction'] / PAPER['no prompt']:.3f}.")
+        out.append(
+            f"Paper's ratios to no prompt (Table 1(b), L2-type loss on LLaMA-3-8B): DE "
+            f"{PAPER['DE (VSM13)'] / PAPER['no prompt']:.3f}, GD-synthetic "
+            f"{PAPER['GD (synthetic VSM13)'] / PAPER['no prompt']:.3f}, instruction "
+            f"{PAPER['instruction'] / PAPER['no prompt']:.3f}."
+        )
         for p in ps:
             if p is base:
                 continue
@@ -199,8 +221,7 @@ def findings(results: dict, key: str) -> list[str]:
             if parts:
                 out.append(f"{p['label']} on other wordings (vs no prompt on the same wording): " + ", ".join(parts) + ".")
     stuck = [p["label"] for p in ps if p["position"]["stuck"]]
-    out.append("Stuck on one answer position (>= 80% of argmax answers, all wordings): "
-               + (", ".join(stuck) if stuck else "none") + ".")
+    out.append("Stuck on one answer position (>= 80% of argmax answers, all wordings): " + (", ".join(stuck) if stuck else "none") + ".")
     return out
 
 
@@ -217,11 +238,14 @@ def plots(results: dict, out_dir: Path) -> dict[str, Path]:
     t = results["targets"][0]
     dims = results["survey"]["dimensions"]
     model = results["model"]["model_id"]
-    paths = {"dimensions": out_dir / "dimensions.png", "losses": out_dir / "losses.png",
-             "positions": out_dir / "positions.png"}
-    dimension_bars(dims, {p["label"]: [p["survey"]["base"]["dimensions"][d] for d in dims] for p in results["prompts"]},
-                   t["scores"], paths["dimensions"], title=f"{Path(model).name}: indices per prompt vs {t['name']} "
-                   f"({t['source']}), C={results['scoring']['constants'][dims[0]]:g}")
+    paths = {"dimensions": out_dir / "dimensions.png", "losses": out_dir / "losses.png", "positions": out_dir / "positions.png"}
+    dimension_bars(
+        dims,
+        {p["label"]: [p["survey"]["base"]["dimensions"][d] for d in dims] for p in results["prompts"]},
+        t["scores"],
+        paths["dimensions"],
+        title=f"{Path(model).name}: indices per prompt vs {t['name']} ({t['source']}), C={results['scoring']['constants'][dims[0]]:g}",
+    )
 
     cols = _columns(results)
     paras = [c for c in cols if c.startswith("paraphrase")]
@@ -273,44 +297,80 @@ def markdown(results: dict, images: dict[str, str], reading: str) -> str:
     c = f"C={next(iter(consts.values())):g}" if len(set(consts.values())) == 1 else "C per dimension above"
     ctx = f"model `{results['model']['model_id']}`, {c}, target {t['name']} ({t['source']})"
     parts = [
-        "# culturalign evaluate: results", "", header(results), "",
-        "## Reading", "", reading, "",
-        f"## VSM13 (paper Table 1(b) layout): {ctx}", "",
-        f"Index per dimension (error to the target in brackets), L1 and L2 loss, {kind} relative to no prompt. "
-        "Base wording only.", "", table_1b(results, key), "",
-        f"![dimensions]({images['dimensions']})", "",
+        "# culturalign evaluate: results",
+        "",
+        header(results),
+        "",
+        "## Reading",
+        "",
+        reading,
+        "",
+        f"## VSM13 (paper Table 1(b) layout): {ctx}",
+        "",
+        f"Index per dimension (error to the target in brackets), L1 and L2 loss, {kind} relative to no prompt. Base wording only.",
+        "",
+        table_1b(results, key),
+        "",
+        f"![dimensions]({images['dimensions']})",
+        "",
     ]
     if len(results["targets"]) > 1:
-        parts += ["## Loss to each target (base wording)", "",
-                  f"Model `{results['model']['model_id']}`, {c}; targets: "
-                  + ", ".join(f"{x['key']} ({x['source']})" for x in results["targets"]) + ".", "",
-                  table_targets(results), ""]
+        parts += [
+            "## Loss to each target (base wording)",
+            "",
+            f"Model `{results['model']['model_id']}`, {c}; targets: "
+            + ", ".join(f"{x['key']} ({x['source']})" for x in results["targets"])
+            + ".",
+            "",
+            table_targets(results),
+            "",
+        ]
     parts += [
-        f"## Generalisation: {kind} loss per wording ({ctx})", "",
+        f"## Generalisation: {kind} loss per wording ({ctx})",
+        "",
         "Same 24 items and formulas; paraphrases 1-5 are synthetic rewordings, held-out files are other "
-        "wordings never optimised on, `reversed scale` lists the answer labels 5..1 (answers mapped back).", "",
-        table_generalisation(results, key), "",
-        "Relative to no prompt on the same wording (< 1 = closer to the target than the bare model):", "",
-        table_generalisation(results, key, relative=True), "",
-        f"![losses]({images['losses']})", "",
-        "## Answer positions", "",
+        "wordings never optimised on, `reversed scale` lists the answer labels 5..1 (answers mapped back).",
+        "",
+        table_generalisation(results, key),
+        "",
+        "Relative to no prompt on the same wording (< 1 = closer to the target than the bare model):",
+        "",
+        table_generalisation(results, key, relative=True),
+        "",
+        f"![losses]({images['losses']})",
+        "",
+        "## Answer positions",
+        "",
         "Share of items whose most likely answer is at each position, as the labels were listed, over all "
-        f"wordings above ({results['model']['model_id']}).", "",
-        table_positions(results), "",
-        f"![positions]({images['positions']})", "",
+        f"wordings above ({results['model']['model_id']}).",
+        "",
+        table_positions(results),
+        "",
+        f"![positions]({images['positions']})",
+        "",
     ]
     if results.get("cdeval"):
         cd = results["cdeval"]
         fold = "all rows" if cd["fold"] is None else f"fold {cd['fold']} of {cd['folds']}"
-        parts += [f"## CDEval (paper Table 1(a) layout): {ctx}", "",
-                  f"Accuracy toward the target's pole, {', '.join(f'{d} n={n}' for d, n in cd['n'].items())} "
-                  f"({fold}, seed {cd['seed']}; `{cd['path']}`). high-first: the high pole is option 1 (CDEval's "
-                  "fixed order); low-first: options swapped. A prompt that always answers 1 scores 1.0 in one "
-                  "column and 0.0 in the other.", "", table_1a(results, key), ""]
+        parts += [
+            f"## CDEval (paper Table 1(a) layout): {ctx}",
+            "",
+            f"Accuracy toward the target's pole, {', '.join(f'{d} n={n}' for d, n in cd['n'].items())} "
+            f"({fold}, seed {cd['seed']}; `{cd['path']}`). high-first: the high pole is option 1 (CDEval's "
+            "fixed order); low-first: options swapped. A prompt that always answers 1 scores 1.0 in one "
+            "column and 0.0 in the other.",
+            "",
+            table_1a(results, key),
+            "",
+        ]
     if results.get("questions"):
-        parts += ["## Open-ended answers", "",
-                  f"Greedy decoding, at most {results.get('generate_max_new_tokens')} new tokens; model "
-                  f"`{results['model']['model_id']}`; the instruction baseline's persona is in the system turn.", ""]
+        parts += [
+            "## Open-ended answers",
+            "",
+            f"Greedy decoding, at most {results.get('generate_max_new_tokens')} new tokens; model "
+            f"`{results['model']['model_id']}`; the instruction baseline's persona is in the system turn.",
+            "",
+        ]
         for q in results["questions"]:
             parts += [f"**{q}**", "", "| prompt | answer |", "|---|---|"]
             parts += [f"| {p['label']} | {_cell(p['generate'][q])} |" for p in results["prompts"]]

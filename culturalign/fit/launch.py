@@ -45,13 +45,18 @@ def make_fabric(launch: LaunchArgs, run_dir: Path | None, from_command_line: boo
     from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     # One metrics log per run, readable by TensorBoard and as CSV (logs/metrics.csv, logs/tb/).
-    loggers = ([CSVLogger(str(run_dir), name="logs", version="", flush_logs_every_n_steps=1),
-                TensorBoardLogger(str(run_dir), name="logs", version="tb")] if run_dir is not None else [])
+    loggers = (
+        [
+            CSVLogger(str(run_dir), name="logs", version="", flush_logs_every_n_steps=1),
+            TensorBoardLogger(str(run_dir), name="logs", version="tb"),
+        ]
+        if run_dir is not None
+        else []
+    )
     strategy = launch.strategy
     if strategy == "auto" and launch.devices * launch.num_nodes > 1:
         strategy = "ddp"
-    fabric = Fabric(accelerator=launch.accelerator, devices=launch.devices, strategy=strategy,
-                    num_nodes=launch.num_nodes, loggers=loggers)
+    fabric = Fabric(accelerator=launch.accelerator, devices=launch.devices, strategy=strategy, num_nodes=launch.num_nodes, loggers=loggers)
     if fabric.world_size > 1 or launch.num_nodes > 1:
         launcher = getattr(fabric.strategy, "launcher", None)
         spawns = isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally

@@ -67,9 +67,7 @@ def prepare_run_dir(run: RunArgs, default_name: str) -> Path:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
-        raise CulturalignError(
-            f"cannot write to {run_dir} ({err.strerror}); pass --run.root with a writable folder"
-        ) from err
+        raise CulturalignError(f"cannot write to {run_dir} ({err.strerror}); pass --run.root with a writable folder") from err
     free = shutil.disk_usage(run_dir).free
     if free < MIN_FREE_BYTES:
         raise CulturalignError(f"only {free >> 20} MiB free at {run_dir}; free some space or pass --run.root elsewhere")
@@ -85,12 +83,13 @@ def _clear_run_dir(run_dir: Path) -> None:
     """--run.resume false: empty the folder, but only if it is a culturalign run (never a symlink, never a
     folder of other files that happens to sit at the run path)."""
     if run_dir.is_symlink():
-        raise CulturalignError(f"--run.resume false will not clear {run_dir}: it is a symbolic link; "
-                               "pass another --run.name or --run.root")
+        raise CulturalignError(f"--run.resume false will not clear {run_dir}: it is a symbolic link; pass another --run.name or --run.root")
     children = list(run_dir.iterdir())
     if children and not any((run_dir / m).exists() for m in (RUN_MARKER, "meta.json", LAST)):
-        raise CulturalignError(f"--run.resume false will not clear {run_dir}: it holds files but is not a culturalign run "
-                               f"(no {RUN_MARKER}, meta.json or {LAST}/); pass another --run.name or --run.root")
+        raise CulturalignError(
+            f"--run.resume false will not clear {run_dir}: it holds files but is not a culturalign run "
+            f"(no {RUN_MARKER}, meta.json or {LAST}/); pass another --run.name or --run.root"
+        )
     for child in children:
         # unlink, not rmtree, for links: what a link points to is never ours to delete.
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -105,9 +104,11 @@ def refuse_overlap(trained: dict[str, Survey], reported: dict[str, Survey]) -> N
         texts = {it.text for it in survey.items}
         for source, other in trained.items():
             if shared := texts & {it.text for it in other.items}:
-                raise CulturalignError(f"{name} is reported as held out / validation but {len(shared)} of its items are "
-                                       f"trained on through {source}; drop it from --survey.heldout/--survey.validation "
-                                       "or train without that wording")
+                raise CulturalignError(
+                    f"{name} is reported as held out / validation but {len(shared)} of its items are "
+                    f"trained on through {source}; drop it from --survey.heldout/--survey.validation "
+                    "or train without that wording"
+                )
 
 
 def result_summary(fitness: SurveyFitness, result: Any, i: int = 0) -> dict[str, Any]:

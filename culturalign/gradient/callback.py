@@ -33,9 +33,11 @@ class SurveyFitnessCallback(L.Callback):
         p = None if prompt is None else prompt.detach()
         res = self.fitness(p)
         dims = self.fitness.survey.dimensions
-        return {"loss": float(res.losses[0]),
-                "dimensions": {d: round(float(v), 3) for d, v in zip(dims, res.indices[0])},
-                "heldout": {name: float(f(p).losses[0]) for name, f in self.heldout.items()}}
+        return {
+            "loss": float(res.losses[0]),
+            "dimensions": {d: round(float(v), 3) for d, v in zip(dims, res.indices[0])},
+            "heldout": {name: float(f(p).losses[0]) for name, f in self.heldout.items()},
+        }
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before is None:

@@ -19,8 +19,7 @@ class PromptCheckpoint(L.Callback):
     score rides in Lightning's checkpoint, so a resumed fold compares against the right value.
     """
 
-    def __init__(self, fold_dir: Path, run_dir: Path, meta: dict[str, Any], fold: int, config: Any = None,
-                 select: str = "best") -> None:
+    def __init__(self, fold_dir: Path, run_dir: Path, meta: dict[str, Any], fold: int, config: Any = None, select: str = "best") -> None:
         self.fold_dir, self.run_dir, self.meta, self.fold, self.config = Path(fold_dir), Path(run_dir), meta, fold, config
         self.select = select
         self.best = float("inf")
@@ -44,8 +43,7 @@ class PromptCheckpoint(L.Callback):
             self._save(trainer, pl_module, {})
 
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, extra: dict[str, Any]) -> None:
-        meta = {**self.meta, "fold": self.fold, "epoch": trainer.current_epoch, "step": trainer.global_step,
-                "select": self.select, **extra}
+        meta = {**self.meta, "fold": self.fold, "epoch": trainer.current_epoch, "step": trainer.global_step, "select": self.select, **extra}
         prompt = pl_module.eval_prompt.detach().cpu()
         if trainer.is_global_zero:  # DDP: every rank holds the same prompt; one writer
             save_prompt(self.fold_dir, prompt, meta, self.config)

@@ -15,8 +15,16 @@ from culturalign.data.folds import FoldPlan
 class ChoiceDataModule(L.LightningDataModule):
     """Train/val/test loaders for one fold of a `FoldPlan` over `examples`."""
 
-    def __init__(self, examples: list[ChoiceExample], tokenizer: Any, plan: FoldPlan, fold: int,
-                 batch_size: int = 8, seed: int = 0, eval_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        examples: list[ChoiceExample],
+        tokenizer: Any,
+        plan: FoldPlan,
+        fold: int,
+        batch_size: int = 8,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.examples, self.plan, self.fold = examples, plan, fold
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size or 2 * batch_size, seed
@@ -33,8 +41,13 @@ class ChoiceDataModule(L.LightningDataModule):
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         data = [self.rows[i] for i in self.index[stage]]
         gen = torch.Generator().manual_seed(self.seed + self.fold)
-        return DataLoader(data, batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-                          shuffle=shuffle, generator=gen, collate_fn=lambda b: collate(b, self.pad_id))
+        return DataLoader(
+            data,
+            batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            collate_fn=lambda b: collate(b, self.pad_id),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

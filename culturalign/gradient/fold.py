@@ -36,9 +36,17 @@ def precision(gd: GD, backbone: Backbone) -> str:
 def make_module(ctx: FitContext, gd: GD, task: Task, dm: L.LightningDataModule, v0: torch.Tensor) -> SoftPromptModule:
     from culturalign.gradient.module import SoftPromptModule
 
-    return SoftPromptModule(ctx.backbone, v0, task.objective(ctx, dm, gd.wording_dropout), gd.lr, gd.weight_decay,
-                            gd.norm_penalty, gd.init_penalty,
-                            decay_steps=gd.max_steps if gd.lr_schedule == "cosine" else 0, ema=gd.ema)
+    return SoftPromptModule(
+        ctx.backbone,
+        v0,
+        task.objective(ctx, dm, gd.wording_dropout),
+        gd.lr,
+        gd.weight_decay,
+        gd.norm_penalty,
+        gd.init_penalty,
+        decay_steps=gd.max_steps if gd.lr_schedule == "cosine" else 0,
+        ema=gd.ema,
+    )
 
 
 def _test_metrics(trainer: L.Trainer, module: SoftPromptModule, dm: L.LightningDataModule) -> dict[str, float]:
@@ -52,15 +60,32 @@ def _trainer(ctx: FitContext, gd: GD, fold_dir: Path, callbacks: list[Any], comm
 
     loggers = [CSVLogger(str(fold_dir), name="logs", version=""), TensorBoardLogger(str(fold_dir), name="tb", version="")]
     return L.Trainer(
-        max_epochs=gd.epochs, max_steps=gd.max_steps if gd.max_steps else -1,
+        max_epochs=gd.epochs,
+        max_steps=gd.max_steps if gd.max_steps else -1,
         max_time=timedelta(seconds=gd.max_time) if gd.max_time else None,
-        accumulate_grad_batches=gd.accumulate, gradient_clip_val=gd.grad_clip or None,
-        callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
-        enable_model_summary=False, log_every_n_steps=1, default_root_dir=str(fold_dir), **common)
+        accumulate_grad_batches=gd.accumulate,
+        gradient_clip_val=gd.grad_clip or None,
+        callbacks=callbacks,
+        logger=loggers,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=str(fold_dir),
+        **common,
+    )
 
 
-def train_fold(ctx: FitContext, gd: GD, task: Task, data: DataArgs, plan: FoldPlan | None, k: int, fold_dir: Path,
-               meta: dict[str, Any], launch: LaunchArgs) -> dict[str, Any]:
+def train_fold(
+    ctx: FitContext,
+    gd: GD,
+    task: Task,
+    data: DataArgs,
+    plan: FoldPlan | None,
+    k: int,
+    fold_dir: Path,
+    meta: dict[str, Any],
+    launch: LaunchArgs,
+) -> dict[str, Any]:
     """Train fold k (resuming from its last.ckpt) and return its result record (result.json)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -70,13 +95,17 @@ def train_fold(ctx: FitContext, gd: GD, task: Task, data: DataArgs, plan: FoldPl
 
     L.seed_everything(ctx.seed + k, verbose=False)
     dm = task.datamodule(ctx, plan, k, gd.batch_size, data)
-    common = dict(accelerator=launch.accelerator, devices=launch.devices, num_nodes=launch.num_nodes,
-                  strategy=launch.strategy, precision=precision(gd, ctx.backbone))
+    common = dict(
+        accelerator=launch.accelerator,
+        devices=launch.devices,
+        num_nodes=launch.num_nodes,
+        strategy=launch.strategy,
+        precision=precision(gd, ctx.backbone),
+    )
 
     # Baseline: the untrained (init) prompt on the same test rows.
     started = time.time()
-    quiet = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      **common)
+    quiet = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **common)
     baseline = _test_metrics(quiet, make_module(ctx, gd, task, dm, ctx.v0), dm)
 
     module = make_module(ctx, gd, task, dm, ctx.v0)
@@ -96,13 +125,22 @@ def train_fold(ctx: FitContext, gd: GD, task: Task, data: DataArgs, plan: FoldPl
     trainer.strategy.barrier()  # rank 0's files are complete before any rank reads them
     best_prompt, best_meta = load_prompt(fold_dir, ctx.backbone, force=True)
     module.set_eval_prompt(best_prompt)
-    return {"fold": k, "best": {"epoch": best_meta.get("epoch"), "step": best_meta.get("step"),
-                                "val_loss": best_meta.get("val_loss")},
-            "train_loss": train_loss, "test": _test_metrics(trainer, module, dm), "baseline": baseline,
-            "survey": {"before": survey_cb.before, "after": survey_cb.score(best_prompt),
-                       "no_prompt": survey_cb.score(None), "history": survey_cb.history},
-            "global_step": trainer.global_step, "epochs_run": trainer.current_epoch,
-            "seconds": round(time.time() - started, 1)}
+    return {
+        "fold": k,
+        "best": {"epoch": best_meta.get("epoch"), "step": best_meta.get("step"), "val_loss": best_meta.get("val_loss")},
+        "train_loss": train_loss,
+        "test": _test_metrics(trainer, module, dm),
+        "baseline": baseline,
+        "survey": {
+            "before": survey_cb.before,
+            "after": survey_cb.score(best_prompt),
+            "no_prompt": survey_cb.score(None),
+            "history": survey_cb.history,
+        },
+        "global_step": trainer.global_step,
+        "epochs_run": trainer.current_epoch,
+        "seconds": round(time.time() - started, 1),
+    }
 
 
 def _check_resumable(path: Path) -> None:

@@ -40,9 +40,7 @@ def _is_main() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
-
-def run_gradient(ctx: FitContext, gd: GD, data: DataArgs, cv: CVArgs, sweep: SweepArgs,
-                 launch: LaunchArgs) -> dict[str, Any]:
+def run_gradient(ctx: FitContext, gd: GD, data: DataArgs, cv: CVArgs, sweep: SweepArgs, launch: LaunchArgs) -> dict[str, Any]:
     """Entry point for `culturalign fit --optimizer GD`: a CV run, or one per T for a sweep."""
     # Lightning's per-Trainer banners (accelerator, tips) would repeat for every fold.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -58,12 +56,23 @@ def run_gradient(ctx: FitContext, gd: GD, data: DataArgs, cv: CVArgs, sweep: Swe
 
     rows = []
     for T in Ts:
-        sub = replace(ctx, run_dir=ctx.run_dir / f"T{T}", meta={**ctx.meta, "num_virtual_tokens": T},
-                      v0=init_prompt(ctx.backbone, T, ctx.meta["init"]["mode"], ctx.meta["init"]["text"], ctx.seed))
+        sub = replace(
+            ctx,
+            run_dir=ctx.run_dir / f"T{T}",
+            meta={**ctx.meta, "num_virtual_tokens": T},
+            v0=init_prompt(ctx.backbone, T, ctx.meta["init"]["mode"], ctx.meta["init"]["text"], ctx.seed),
+        )
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         s = _run_cv(sub, gd, task, data, cv, launch)
-        rows.append({"T": T, "train_loss": s["mean"]["train_loss"], "eval_loss": s["mean"]["test_loss"],
-                     "eval_loss_std": s["std"]["test_loss"], "run_dir": str(sub.run_dir)})
+        rows.append(
+            {
+                "T": T,
+                "train_loss": s["mean"]["train_loss"],
+                "eval_loss": s["mean"]["test_loss"],
+                "eval_loss_std": s["std"]["test_loss"],
+                "run_dir": str(sub.run_dir),
+            }
+        )
     return _finish_sweep(ctx, rows)
 
 
@@ -75,9 +84,13 @@ def _finish_sweep(ctx: FitContext, rows: list[dict[str, Any]]) -> dict[str, Any]
     table = "\n".join(lines)
     (ctx.run_dir / "sweep.md").write_text(table + "\n")
     Ts = [r["T"] for r in rows]
-    convergence({"train": (Ts, [r["train_loss"] for r in rows]), "eval": (Ts, [r["eval_loss"] for r in rows])},
-                ctx.run_dir / "sweep.png", xlabel="virtual tokens T", ylabel="loss",
-                title=f"GD token sweep on {ctx.meta['backbone']['model_id'][:40]}")
+    convergence(
+        {"train": (Ts, [r["train_loss"] for r in rows]), "eval": (Ts, [r["eval_loss"] for r in rows])},
+        ctx.run_dir / "sweep.png",
+        xlabel="virtual tokens T",
+        ylabel="loss",
+        title=f"GD token sweep on {ctx.meta['backbone']['model_id'][:40]}",
+    )
     best = min(rows, key=lambda r: r["eval_loss"])
     prompt, meta = load_prompt(best["run_dir"])
     summary = {**meta, "sweep": rows, "best_T": best["T"]}
@@ -88,6 +101,7 @@ def _finish_sweep(ctx: FitContext, rows: list[dict[str, Any]]) -> dict[str, Any]
 
 # -- one cross-validated run -------------------------------------------------------------------------
 
+
 def _fold_plan(ctx: FitContext, task: Task, data: DataArgs, cv: CVArgs) -> FoldPlan | None:
     """The task's folds, recorded in folds.json and checked against it on resume."""
     plan = task.fold_plan(ctx, data, cv.folds)
@@ -96,8 +110,9 @@ def _fold_plan(ctx: FitContext, task: Task, data: DataArgs, cv: CVArgs) -> FoldP
     path = ctx.run_dir / "folds.json"
     record = {"data": task.name, **plan.to_json()}
     if path.is_file() and json.loads(path.read_text()) != json.loads(json.dumps(record)):
-        raise CulturalignError(f"{path} was written for other data, folds or seed; pass --run.resume false "
-                               "or another --run.name to start a new run")
+        raise CulturalignError(
+            f"{path} was written for other data, folds or seed; pass --run.resume false or another --run.name to start a new run"
+        )
     if _is_main():
         write_json(path, record)
     return plan
@@ -106,8 +121,11 @@ def _fold_plan(ctx: FitContext, task: Task, data: DataArgs, cv: CVArgs) -> FoldP
 def _run_cv(ctx: FitContext, gd: GD, task: Task, data: DataArgs, cv: CVArgs, launch: LaunchArgs) -> dict[str, Any]:
     plan = _fold_plan(ctx, task, data, cv)
     K = 1 if plan is None else plan.k
-    meta = {**ctx.meta, "data": {"name": task.name, **task.description},
-            "cv": {"folds": K, "seed": ctx.seed, "val_fraction": data.val_fraction}}
+    meta = {
+        **ctx.meta,
+        "data": {"name": task.name, **task.description},
+        "cv": {"folds": K, "seed": ctx.seed, "val_fraction": data.val_fraction},
+    }
     results = []
     for k in range(K):
         fold_dir = ctx.run_dir / f"fold{k}"
@@ -132,20 +150,32 @@ def _stat(results: list[dict[str, Any]], get: Callable[[dict[str, Any]], Any]) -
 
 def _finish_cv(ctx: FitContext, task: Task, meta: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """meta.json (per fold + mean ± std), report.md, and the best fold's prompt as the run's adapter."""
-    keys = {"test_loss": lambda r: r["test"].get("loss"), "test_acc": lambda r: r["test"].get("acc"),
-            "test_acc_order0": lambda r: r["test"].get("acc_order0"), "test_acc_order1": lambda r: r["test"].get("acc_order1"),
-            "baseline_loss": lambda r: r["baseline"].get("loss"), "baseline_acc": lambda r: r["baseline"].get("acc"),
-            "baseline_acc_order0": lambda r: r["baseline"].get("acc_order0"),
-            "baseline_acc_order1": lambda r: r["baseline"].get("acc_order1"),
-            "train_loss": lambda r: r.get("train_loss"),
-            "survey_before": lambda r: r["survey"]["before"]["loss"], "survey_after": lambda r: r["survey"]["after"]["loss"]}
+    keys = {
+        "test_loss": lambda r: r["test"].get("loss"),
+        "test_acc": lambda r: r["test"].get("acc"),
+        "test_acc_order0": lambda r: r["test"].get("acc_order0"),
+        "test_acc_order1": lambda r: r["test"].get("acc_order1"),
+        "baseline_loss": lambda r: r["baseline"].get("loss"),
+        "baseline_acc": lambda r: r["baseline"].get("acc"),
+        "baseline_acc_order0": lambda r: r["baseline"].get("acc_order0"),
+        "baseline_acc_order1": lambda r: r["baseline"].get("acc_order1"),
+        "train_loss": lambda r: r.get("train_loss"),
+        "survey_before": lambda r: r["survey"]["before"]["loss"],
+        "survey_after": lambda r: r["survey"]["after"]["loss"],
+    }
     stats = {name: _stat(results, get) for name, get in keys.items()}
     best = min(results, key=lambda r: r["best"]["val_loss"] if r["best"]["val_loss"] is not None else float("inf"))
     best_dir = ctx.run_dir / f"fold{best['fold']}"
     prompt, _ = load_prompt(best_dir, ctx.backbone, force=True)
-    summary = {**meta, "folds": results, "mean": {k: v[0] for k, v in stats.items()},
-               "std": {k: v[1] for k, v in stats.items()}, "best_fold": best["fold"],
-               "best_loss": best["survey"]["after"]["loss"], "seconds": sum(r["seconds"] for r in results)}
+    summary = {
+        **meta,
+        "folds": results,
+        "mean": {k: v[0] for k, v in stats.items()},
+        "std": {k: v[1] for k, v in stats.items()},
+        "best_fold": best["fold"],
+        "best_loss": best["survey"]["after"]["loss"],
+        "seconds": sum(r["seconds"] for r in results),
+    }
     table = task.report(ctx, results, stats)
     summary["table"] = table
     if not _is_main():  # DDP: the other ranks computed the same results; rank 0 writes and prints
@@ -154,7 +184,15 @@ def _finish_cv(ctx: FitContext, task: Task, meta: dict[str, Any], results: list[
     (ctx.run_dir / "report.md").write_text(table + "\n")
     print(table)
     nan_none = lambda v: None if v != v else round(v, 4)  # noqa: E731 - JSON has no NaN
-    print(json.dumps({"run_dir": str(ctx.run_dir), "best_fold": best["fold"],
-                      "mean_test_loss": nan_none(stats["test_loss"][0]), "mean_test_acc": nan_none(stats["test_acc"][0]),
-                      "seconds": round(summary["seconds"], 1)}))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(ctx.run_dir),
+                "best_fold": best["fold"],
+                "mean_test_loss": nan_none(stats["test_loss"][0]),
+                "mean_test_acc": nan_none(stats["test_acc"][0]),
+                "seconds": round(summary["seconds"], 1),
+            }
+        )
+    )
     return summary

@@ -52,8 +52,9 @@ class SurveyObjective:
 
     num_classes = None
 
-    def __init__(self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0,
-                 validation: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0, validation: dict[str, Any] | None = None
+    ) -> None:
         self.fitnesses, self.names, self.dropout, self.seed = fitnesses, names, dropout, seed
         self.validation = dict(validation or {})
 
@@ -69,8 +70,9 @@ class SurveyObjective:
         if stage == "train":
             losses = [self.fitnesses[w](prompt, grad=True).losses[0] for w in self.kept(step)]
             return torch.stack(losses).mean().float(), {}
-        fits, names = (list(self.validation.values()), list(self.validation)) if stage == "val" and self.validation \
-            else (self.fitnesses, self.names)
+        fits, names = (
+            (list(self.validation.values()), list(self.validation)) if stage == "val" and self.validation else (self.fitnesses, self.names)
+        )
         with torch.no_grad():
             losses = [f(prompt.detach()).losses[0].float() for f in fits]
         return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(names, losses)}
@@ -86,9 +88,18 @@ class SoftPromptModule(L.LightningModule):
 
     MIN_LR_FRACTION = 0.1
 
-    def __init__(self, backbone: Backbone, v0: torch.Tensor, objective: Any, lr: float = 0.01,
-                 weight_decay: float = 0.0, norm_penalty: float = 0.0, init_penalty: float = 0.0,
-                 decay_steps: int = 0, ema: float = 0.0) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        v0: torch.Tensor,
+        objective: Any,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        norm_penalty: float = 0.0,
+        init_penalty: float = 0.0,
+        decay_steps: int = 0,
+        ema: float = 0.0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone  # a dataclass, so not registered: never in state_dict, never moved
         self.objective = objective

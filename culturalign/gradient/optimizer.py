@@ -47,8 +47,6 @@ class SweepArgs:
         return values
 
 
-
-
 class GD(Optimizer):
     """AdamW on the soft prompt only; the LM stays frozen.
 
@@ -77,17 +75,30 @@ class GD(Optimizer):
     name = "GD"
     uses_validation_wordings = True
 
-    def __init__(self, lr: float = 0.01, epochs: int = 3, max_steps: int = 0, max_time: float | None = None,
-                 batch_size: int = 8, accumulate: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
-                 norm_penalty: float = 0.0, init_penalty: float = 0.0, wording_dropout: float = 0.0,
-                 lr_schedule: Literal["constant", "cosine"] = "constant", ema: float = 0.0,
-                 select: Literal["best", "last"] = "best",
-                 precision: Literal["auto", "32-true", "bf16-mixed"] = "auto") -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        epochs: int = 3,
+        max_steps: int = 0,
+        max_time: float | None = None,
+        batch_size: int = 8,
+        accumulate: int = 1,
+        weight_decay: float = 0.0,
+        grad_clip: float = 0.0,
+        norm_penalty: float = 0.0,
+        init_penalty: float = 0.0,
+        wording_dropout: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        ema: float = 0.0,
+        select: Literal["best", "last"] = "best",
+        precision: Literal["auto", "32-true", "bf16-mixed"] = "auto",
+    ) -> None:
         if not lr > 0:
             raise CulturalignError(f"optimizer.lr={lr} must be > 0; try 0.01")
         if epochs < 1 or batch_size < 1 or accumulate < 1:
-            raise CulturalignError(f"optimizer.epochs={epochs}, optimizer.batch_size={batch_size} and "
-                                   f"optimizer.accumulate={accumulate} must be >= 1")
+            raise CulturalignError(
+                f"optimizer.epochs={epochs}, optimizer.batch_size={batch_size} and optimizer.accumulate={accumulate} must be >= 1"
+            )
         if max_steps < 0 or (max_time is not None and max_time <= 0):
             raise CulturalignError(f"optimizer.max_steps={max_steps} must be >= 0 and optimizer.max_time={max_time} > 0")
         if min(weight_decay, grad_clip, norm_penalty, init_penalty) < 0:
@@ -99,8 +110,7 @@ class GD(Optimizer):
         if lr_schedule not in ("constant", "cosine"):
             raise CulturalignError(f"optimizer.lr_schedule={lr_schedule!r} is unknown; use constant or cosine")
         if lr_schedule == "cosine" and not max_steps:
-            raise CulturalignError("optimizer.lr_schedule=cosine decays over optimizer.max_steps; "
-                                   "set --optimizer.max_steps N (e.g. 120)")
+            raise CulturalignError("optimizer.lr_schedule=cosine decays over optimizer.max_steps; set --optimizer.max_steps N (e.g. 120)")
         if select not in ("best", "last"):
             raise CulturalignError(f"optimizer.select={select!r} is unknown; use best or last")
         if precision not in ("auto", "32-true", "bf16-mixed"):
@@ -110,8 +120,14 @@ class GD(Optimizer):
         self.norm_penalty, self.init_penalty, self.wording_dropout = norm_penalty, init_penalty, wording_dropout
         self.lr_schedule, self.ema, self.select, self.precision = lr_schedule, ema, select, precision
 
-    def fit(self, ctx: FitContext, launch: LaunchArgs, data: DataArgs = DataArgs(), cv: CVArgs = CVArgs(),  # noqa: B008
-            sweep: SweepArgs = SweepArgs()) -> dict[str, Any]:  # noqa: B008
+    def fit(
+        self,
+        ctx: FitContext,
+        launch: LaunchArgs,
+        data: DataArgs = DataArgs(),
+        cv: CVArgs = CVArgs(),  # noqa: B008
+        sweep: SweepArgs = SweepArgs(),
+    ) -> dict[str, Any]:  # noqa: B008
         """A cross-validated run (or one per T for a sweep); `data`, `cv`, `sweep` are GD-only option groups."""
         from culturalign.gradient.loop import run_gradient
 

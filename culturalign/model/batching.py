@@ -28,6 +28,6 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(rows), S), dtype=torch.long)
     for i, r in enumerate(rows):
         if len(r):
-            ids[i, S - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, S - len(r):] = 1
+            ids[i, S - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, S - len(r) :] = 1
     return ids, mask

@@ -66,8 +66,13 @@ def prefill(backbone: Backbone, prompts: torch.Tensor | None, prefix_ids: torch.
     length = embeds.shape[1]
     positions = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
     cache = DynamicCache(config=backbone.model.config)
-    backbone.model(inputs_embeds=embeds, position_ids=positions, use_cache=True,
-                   logits_to_keep=last_position(length, dev), **{_cache_kwarg(backbone.model): cache})
+    backbone.model(
+        inputs_embeds=embeds,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=last_position(length, dev),
+        **{_cache_kwarg(backbone.model): cache},
+    )
     return cache, length
 
 
@@ -87,13 +92,23 @@ def suffix_last_logits(
     suffix_mask = suffix_mask.to(dev)
     mask = torch.cat([torch.ones(rows, prefix_len, dtype=suffix_mask.dtype, device=dev), suffix_mask], dim=1)
     positions = position_ids_for(mask)[:, prefix_len:]
-    out = backbone.model(input_ids=suffix_ids.to(dev), attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=last_position(suffix_ids.shape[1], dev), **{_cache_kwarg(backbone.model): cache})
+    out = backbone.model(
+        input_ids=suffix_ids.to(dev),
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=last_position(suffix_ids.shape[1], dev),
+        **{_cache_kwarg(backbone.model): cache},
+    )
     return out.logits[:, -1, :], mask
 
 
 def continuation_logprobs(
-    backbone: Backbone, cache, mask: torch.Tensor, last_logits: torch.Tensor, cont_ids: torch.Tensor,
+    backbone: Backbone,
+    cache,
+    mask: torch.Tensor,
+    last_logits: torch.Tensor,
+    cont_ids: torch.Tensor,
     cont_mask: torch.Tensor,
 ) -> torch.Tensor:
     """Log-probability of each token of one continuation per row, after the rows held in `cache`.
@@ -117,9 +132,10 @@ def continuation_logprobs(
     # Feed all but the last token; right padding only ever follows a row's real tokens, so it
     # changes nothing the real tokens see.
     full = torch.cat([mask, cont_mask[:, :-1]], dim=1)
-    positions = position_ids_for(full)[:, mask.shape[1]:]
-    out = backbone.model(input_ids=cont_ids[:, :-1], attention_mask=full, position_ids=positions, use_cache=True,
-                         **{_cache_kwarg(backbone.model): cache})
+    positions = position_ids_for(full)[:, mask.shape[1] :]
+    out = backbone.model(
+        input_ids=cont_ids[:, :-1], attention_mask=full, position_ids=positions, use_cache=True, **{_cache_kwarg(backbone.model): cache}
+    )
     cache.crop(-(C - 1))
     logits = out.logits.float()
     rest = logits.gather(-1, cont_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
@@ -138,14 +154,23 @@ def prefill_rows(backbone: Backbone, prompts: torch.Tensor | None, input_ids: to
 
     kw = prompted_inputs(backbone, prompts, input_ids, attention_mask)
     cache = DynamicCache(config=backbone.model.config)
-    out = backbone.model(**kw, use_cache=True, logits_to_keep=last_position(kw["inputs_embeds"].shape[1], backbone.device),
-                         **{_cache_kwarg(backbone.model): cache})
+    out = backbone.model(
+        **kw,
+        use_cache=True,
+        logits_to_keep=last_position(kw["inputs_embeds"].shape[1], backbone.device),
+        **{_cache_kwarg(backbone.model): cache},
+    )
     return cache, out.logits[:, -1, :], kw["attention_mask"]
 
 
 def decode_more(
-    backbone: Backbone, cache, last_logits: torch.Tensor, mask: torch.Tensor, max_new_tokens: int,
-    temperature: float = 0.0, generator: torch.Generator | None = None,
+    backbone: Backbone,
+    cache,
+    last_logits: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Greedy (or sampled) continuation from a filled cache; returns (rows, max_new_tokens) ids.
 
@@ -169,7 +194,13 @@ def decode_more(
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = position_ids_for(mask)[:, -1:]
-        out = backbone.model(input_ids=nxt.unsqueeze(-1), attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+        out = backbone.model(
+            input_ids=nxt.unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{_cache_kwarg(backbone.model): cache},
+        )
         logits = out.logits[:, -1, :]
     return torch.stack(tokens, dim=1)

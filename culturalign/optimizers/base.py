@@ -53,8 +53,9 @@ class Optimizer(ABC):
         names = [n for n, p in params.items() if n not in SHARED_PARAMETERS and p.kind is not inspect.Parameter.VAR_KEYWORD]
         # Annotations are strings (postponed evaluation): look each group's class name up in the module that
         # defines fit, so names imported there for type checking only are never needed here.
-        return {n: cls.fit.__globals__[params[n].annotation] if isinstance(params[n].annotation, str)
-                else params[n].annotation for n in names}
+        return {
+            n: cls.fit.__globals__[params[n].annotation] if isinstance(params[n].annotation, str) else params[n].annotation for n in names
+        }
 
 
 def _dist_name(ep: EntryPoint) -> str:
@@ -71,8 +72,7 @@ def discover() -> dict[str, type[Optimizer]]:
             if origin[ep.name] == _dist_name(ep):  # the same install seen twice on sys.path
                 continue
             raise CulturalignError(
-                f"two optimizers are named {ep.name!r}: one from {origin[ep.name]}, one from {_dist_name(ep)}; "
-                "uninstall one of them"
+                f"two optimizers are named {ep.name!r}: one from {origin[ep.name]}, one from {_dist_name(ep)}; uninstall one of them"
             )
         try:
             cls = ep.load()

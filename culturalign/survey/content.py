@@ -43,7 +43,11 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def content_signal(
-    backbone: Backbone, base: Survey, other: Survey, answering: Answering, prompt: torch.Tensor | None = None,
+    backbone: Backbone,
+    base: Survey,
+    other: Survey,
+    answering: Answering,
+    prompt: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The content-signal report of one reading of `base` against `other` (see the module docstring)."""
     fit = SurveyFitness(backbone, [base, other], {d: 50.0 for d in base.dimensions}, answering=replace(answering, debias=True))

@@ -80,8 +80,9 @@ class Answering:
         if self.length_norm not in ("mean", "sum"):
             raise CulturalignError(f"answering.length_norm={self.length_norm!r} is unknown; use mean or sum")
         if self.calibrate and self.mode == "generate":
-            raise CulturalignError("answering.calibrate needs answer probabilities, which generate mode does not have; "
-                                   "use --answering.mode logits or cloze")
+            raise CulturalignError(
+                "answering.calibrate needs answer probabilities, which generate mode does not have; use --answering.mode logits or cloze"
+            )
         if self.max_batch_rows < 1 or self.max_new_tokens < 1:
             raise CulturalignError("answering.max_batch_rows and answering.max_new_tokens must be >= 1")
 
@@ -138,8 +139,10 @@ class SurveyFitness:
             if s.formulas != first.formulas or len(s.items) != len(first.items):
                 raise CulturalignError(f"wording {s.origin} is not the same framework as {first.origin}")
             if s.num_answers != first.num_answers:
-                raise CulturalignError(f"wording {s.origin} has {s.num_answers} answers per scale but {first.origin} "
-                                       f"has {first.num_answers}; give every wording the same number of labels")
+                raise CulturalignError(
+                    f"wording {s.origin} has {s.num_answers} answers per scale but {first.origin} "
+                    f"has {first.num_answers}; give every wording the same number of labels"
+                )
         self.survey = first
         self.target = dict(target)
         self.scoring = scoring or Scoring()
@@ -147,7 +150,7 @@ class SurveyFitness:
         self.constants = self.scoring.constants_for(first)
         self.K = first.num_answers
         self.groups = [_Group(w, r) for w in range(len(self.surveys)) for r in ((False, True) if self.answering.debias else (False,))]
-        self.answer_ids = (answer_token_ids(backbone.tokenizer, self.K) if self.answering.mode == "logits" else [])
+        self.answer_ids = answer_token_ids(backbone.tokenizer, self.K) if self.answering.mode == "logits" else []
         self._tokenise()
 
     # -- tokenise once -------------------------------------------------------------------------
@@ -171,8 +174,10 @@ class SurveyFitness:
         for label in survey.labels(item, reverse):
             ids = self.backbone.tokenizer(label, add_special_tokens=False)["input_ids"]
             if not ids:
-                raise CulturalignError(f"scale {item.scale!r} label {label!r} in {survey.origin} is no tokens for this "
-                                       "tokenizer; cloze mode needs a non-empty label text, fix the scale in the survey file")
+                raise CulturalignError(
+                    f"scale {item.scale!r} label {label!r} in {survey.origin} is no tokens for this "
+                    "tokenizer; cloze mode needs a non-empty label text, fix the scale in the survey file"
+                )
             out.append(list(ids))
         return out
 
@@ -180,10 +185,10 @@ class SurveyFitness:
         tok = self.backbone.tokenizer
         specs, self.calib_index = self._row_specs()
         style = self.answering.style
-        rows = [chat_ids(tok, self.surveys[g.wording].render(item, g.reverse, style), self.answering.instruction)
-                for g, item in specs]
-        self.labels = ([self._label_ids(self.surveys[g.wording], item, g.reverse) for g, item in specs]
-                       if self.answering.mode == "cloze" else [])
+        rows = [chat_ids(tok, self.surveys[g.wording].render(item, g.reverse, style), self.answering.instruction) for g, item in specs]
+        self.labels = (
+            [self._label_ids(self.surveys[g.wording], item, g.reverse) for g, item in specs] if self.answering.mode == "cloze" else []
+        )
         # Longest common token prefix of all rows (at least one suffix token must remain per row).
         P = min(len(r) for r in rows) - 1
         for j in range(P):
@@ -201,8 +206,7 @@ class SurveyFitness:
             ids, mask = _pad([self.suffixes[j] for j in part], tok.pad_token_id, left=True)
             self.chunks.append((torch.tensor(part, dtype=torch.long), ids, mask))
             if self.labels:  # label k of every row of the bucket, right-padded: fed after the row
-                self.chunk_labels.append([_pad([self.labels[j][k] for j in part], tok.pad_token_id, left=False)
-                                          for k in range(self.K)])
+                self.chunk_labels.append([_pad([self.labels[j][k] for j in part], tok.pad_token_id, left=False) for k in range(self.K)])
 
     @property
     def num_rows(self) -> int:
@@ -312,8 +316,9 @@ class SurveyFitness:
         for n0, n1 in self._candidate_chunks(N):
             for _, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
                 bad[n0:n1] |= ~torch.isfinite(logits.float()).all(-1).view(nc, r).all(-1).cpu()
-                tokens = decode_more(self.backbone, cache, torch.nan_to_num(logits), mask,
-                                     self.answering.max_new_tokens, self.answering.temperature, gen)
+                tokens = decode_more(
+                    self.backbone, cache, torch.nan_to_num(logits), mask, self.answering.max_new_tokens, self.answering.temperature, gen
+                )
                 decoded = self.backbone.tokenizer.batch_decode(tokens, skip_special_tokens=True)
                 for i, text in enumerate(decoded):
                     texts[n0 + i // r][int(rows[i % r])] = text
@@ -384,7 +389,8 @@ class SurveyFitness:
         sample = next((t.strip() for r in results for t in r.texts[0] if t.strip()), "")
         raise CulturalignError(
             f"{what} gave no answer 1..{self.K} to any of the {self.num_rows} questions in generate mode "
-            f"({f'e.g. {sample[:40]!r}' if sample else 'every answer was empty'}); use --answering.mode logits, a larger --answering.max_new_tokens, or an instruct model"
+            f"({f'e.g. {sample[:40]!r}' if sample else 'every answer was empty'}); use --answering.mode logits, "
+            "a larger --answering.max_new_tokens, or an instruct model"
         )
 
     def describe(self) -> dict[str, Any]:
@@ -397,8 +403,11 @@ class SurveyFitness:
             "loss_kind": self.scoring.loss,
             "loss_weights": self.scoring.weights,
             "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction", "calibrate")}
-            | ({"show_options": self.answering.show_options, "length_norm": self.answering.length_norm}
-               if self.answering.mode == "cloze" else {}),
+            | (
+                {"show_options": self.answering.show_options, "length_norm": self.answering.length_norm}
+                if self.answering.mode == "cloze"
+                else {}
+            ),
         }
 
 
@@ -419,7 +428,7 @@ def length_buckets(lengths: Sequence[int], max_rows: int, bucket_cost: int) -> l
                 best[j], cut[j] = c, i
     out, j = [], n
     while j > 0:
-        out.append(order[cut[j]:j])
+        out.append(order[cut[j] : j])
         j = cut[j]
     return out[::-1]
 

@@ -57,9 +57,7 @@ def indices(mean_answers: torch.Tensor, survey: Survey, constants: dict[str, flo
     return mean_answers @ W.T + C
 
 
-def target_loss(
-    index_values: torch.Tensor, dimensions: tuple[str, ...], target: dict[str, float], scoring: Scoring
-) -> torch.Tensor:
+def target_loss(index_values: torch.Tensor, dimensions: tuple[str, ...], target: dict[str, float], scoring: Scoring) -> torch.Tensor:
     """(N, D) indices -> (N,) loss over the dimensions the target has (missing ones are skipped)."""
     dims = [i for i, d in enumerate(dimensions) if d in target]
     if not dims:

@@ -32,16 +32,46 @@ _HINT = "see `culturalign targets` for the list"
 # Common ways of naming a country that differ from the canonical name in countries.csv.
 # Also covers the 2015 matrix's own spellings ("U.S.A.", "Korea South", "Czech Rep").
 ALIASES: dict[str, str] = {
-    "us": "USA", "u.s.": "USA", "u.s.a.": "USA", "america": "USA", "united states of america": "USA",
-    "uk": "GBR", "u.k.": "GBR", "great britain": "GBR", "britain": "GBR", "england": "GBR",
-    "korea": "KOR", "korea south": "KOR", "republic of korea": "KOR", "south korea": "KOR",
-    "czechia": "CZE", "czech rep": "CZE", "slovak republic": "SVK", "slovak rep": "SVK",
-    "russian federation": "RUS", "iran, islamic republic of": "IRN", "viet nam": "VNM",
-    "uae": "ARE", "emirates": "ARE", "holland": "NLD", "the netherlands": "NLD",
-    "macedonia": "MKD", "macedonia rep": "MKD", "bosnia": "BIH", "turkiye": "TUR",
-    "cabo verde": "CPV", "kyrgyz republic": "KGZ", "kyrgyz rep": "KGZ", "dominican rep": "DOM",
-    "ksa": "SAU", "kingdom of saudi arabia": "SAU", "arab world": "XARA", "belgium netherl": "XBEN",
-    "belgium flemish": "XBEN", "taiwan, province of china": "TWN", "hong kong sar": "HKG",
+    "us": "USA",
+    "u.s.": "USA",
+    "u.s.a.": "USA",
+    "america": "USA",
+    "united states of america": "USA",
+    "uk": "GBR",
+    "u.k.": "GBR",
+    "great britain": "GBR",
+    "britain": "GBR",
+    "england": "GBR",
+    "korea": "KOR",
+    "korea south": "KOR",
+    "republic of korea": "KOR",
+    "south korea": "KOR",
+    "czechia": "CZE",
+    "czech rep": "CZE",
+    "slovak republic": "SVK",
+    "slovak rep": "SVK",
+    "russian federation": "RUS",
+    "iran, islamic republic of": "IRN",
+    "viet nam": "VNM",
+    "uae": "ARE",
+    "emirates": "ARE",
+    "holland": "NLD",
+    "the netherlands": "NLD",
+    "macedonia": "MKD",
+    "macedonia rep": "MKD",
+    "bosnia": "BIH",
+    "turkiye": "TUR",
+    "cabo verde": "CPV",
+    "kyrgyz republic": "KGZ",
+    "kyrgyz rep": "KGZ",
+    "dominican rep": "DOM",
+    "ksa": "SAU",
+    "kingdom of saudi arabia": "SAU",
+    "arab world": "XARA",
+    "belgium netherl": "XBEN",
+    "belgium flemish": "XBEN",
+    "taiwan, province of china": "TWN",
+    "hong kong sar": "HKG",
 }
 
 
@@ -112,9 +142,7 @@ def _check_score(dim: str, value: object) -> float:
     except (TypeError, ValueError):
         raise CulturalignError(f"score for {dim} must be a number, got {value!r}; e.g. {_EXAMPLE}") from None
     if not math.isfinite(number) or not SCORE_MIN <= number <= SCORE_MAX:
-        raise CulturalignError(
-            f"score for {dim} is {value!r}; Hofstede scores must be finite and within "
-            f"{SCORE_MIN:g}..{SCORE_MAX:g}")
+        raise CulturalignError(f"score for {dim} is {value!r}; Hofstede scores must be finite and within {SCORE_MIN:g}..{SCORE_MAX:g}")
     return number
 
 
@@ -123,7 +151,8 @@ def _custom_from_numbers(values: Iterable[object]) -> Target:
     if len(values) != len(DIMENSIONS):
         raise CulturalignError(
             f"expected {len(DIMENSIONS)} scores ({','.join(DIMENSIONS)}), got {len(values)}: {values!r}; "
-            f"e.g. {_EXAMPLE}, or give a subset as PDI=72,UAI=64")
+            f"e.g. {_EXAMPLE}, or give a subset as PDI=72,UAI=64"
+        )
     return Target("custom", None, "custom", {d: _check_score(d, v) for d, v in zip(DIMENSIONS, values)})
 
 
@@ -169,8 +198,7 @@ def _from_table(country: str, source: str) -> Target:
         close = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
         suggestion = ", ".join(dict.fromkeys(candidates[c] for c in close))
         hint = f"did you mean: {suggestion}? " if suggestion else ""
-        raise CulturalignError(
-            f"unknown country {country!r}; {hint}{_HINT}, or pass six scores like {_EXAMPLE}")
+        raise CulturalignError(f"unknown country {country!r}; {hint}{_HINT}, or pass six scores like {_EXAMPLE}")
     for target in load_table(source):
         if target.iso3 == iso:
             if not target.scores:
@@ -204,5 +232,5 @@ def resolve_target(
     if isinstance(country, Iterable):  # lists, tuples, numpy arrays, tensors
         return _custom_from_numbers(country)
     raise CulturalignError(
-        f"cannot use {country!r} as a target; give a country such as SAU, six scores like {_EXAMPLE}, "
-        "or a mapping like {'PDI': 72}")
+        f"cannot use {country!r} as a target; give a country such as SAU, six scores like {_EXAMPLE}, or a mapping like {{'PDI': 72}}"
+    )

@@ -48,6 +48,5 @@ class PSO(NevergradOptimizer):
         import nevergrad as ng
 
         # popsize is passed explicitly: nevergrad otherwise uses max(40, num_workers).
-        family = ng.families.ConfPSO(transform=self.transform, popsize=self.popsize, omega=self.omega,
-                                     phip=self.phip, phig=self.phig)
+        family = ng.families.ConfPSO(transform=self.transform, popsize=self.popsize, omega=self.omega, phip=self.phip, phig=self.phig)
         return family(parametrization, budget=budget, num_workers=self.popsize)

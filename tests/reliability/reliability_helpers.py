@@ -35,10 +35,34 @@ formulas:
 
 def fit_args(model: Path, survey: Path, root: Path, *extra: str, budget: int = 16, popsize: int = 4) -> list[str]:
     """A small DE fit on the tiny model: `budget / popsize` generations of the four-item survey."""
-    return ["fit", "--optimizer", "DE", "--optimizer.popsize", str(popsize), "--model", str(model),
-            "--model.dtype", "float32", "--model.device", "cpu", "--survey", str(survey), "--survey.heldout", "[]",
-            "--prompt.num_virtual_tokens", "2", "--search.dim", "8", "--search.budget", str(budget),
-            "--run.root", str(root), "--run.name", "rel", *extra]
+    return [
+        "fit",
+        "--optimizer",
+        "DE",
+        "--optimizer.popsize",
+        str(popsize),
+        "--model",
+        str(model),
+        "--model.dtype",
+        "float32",
+        "--model.device",
+        "cpu",
+        "--survey",
+        str(survey),
+        "--survey.heldout",
+        "[]",
+        "--prompt.num_virtual_tokens",
+        "2",
+        "--search.dim",
+        "8",
+        "--search.budget",
+        str(budget),
+        "--run.root",
+        str(root),
+        "--run.name",
+        "rel",
+        *extra,
+    ]
 
 
 def cli_error(argv: list[str], capsys) -> str:
@@ -51,14 +75,20 @@ def cli_error(argv: list[str], capsys) -> str:
     assert err, f"no message on stderr for {argv}"
     message = err[-1]
     assert message.startswith("culturalign: error: "), message
-    return message[len("culturalign: error: "):]
+    return message[len("culturalign: error: ") :]
 
 
 def start_cli(argv: list[str], **popen: Any) -> subprocess.Popen:
     """`culturalign <argv>` in a child process (the console script's code path), output captured."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-c", "from culturalign.cli import main; main()", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from culturalign.cli import main; main()", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        **popen,
+    )
 
 
 def last_step(run_dir: Path) -> int:

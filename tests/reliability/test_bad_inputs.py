@@ -46,12 +46,10 @@ def files(tmp_path_factory, tiny_model_dir, mini_survey) -> Files:
     write("cdeval-empty.json", "")
     write("cdeval-malformed.json", '[{"Dimension": "IVR", "Question": ')
     write("cdeval-columns.json", json.dumps([{"Dimension": "IVR", "Domain": "work", "Question": "Q?", "Option 1": "a"}]))
-    write("cdeval-ok.json", json.dumps([{"Dimension": "IVR", "Domain": "work", "Question": "Q?", "Option 1": "a",
-                                          "Option 2": "b"}]))
+    write("cdeval-ok.json", json.dumps([{"Dimension": "IVR", "Domain": "work", "Question": "Q?", "Option 1": "a", "Option 2": "b"}]))
     # Survey files
     write("survey-23-items.yaml", yaml.safe_dump({"framework": "vsm13", "items": vsm13["items"][:23]}))
-    write("survey-4-labels.yaml", yaml.safe_dump({"framework": "vsm13", "scales": {
-        k: v[:4] for k, v in vsm13["scales"].items()}}))
+    write("survey-4-labels.yaml", yaml.safe_dump({"framework": "vsm13", "scales": {k: v[:4] for k, v in vsm13["scales"].items()}}))
     mini = yaml.safe_load(mini_survey.read_text())
     write("survey-formula-item.yaml", yaml.safe_dump({**mini, "formulas": {"PDI": [[35, 1, 9]]}}))
     write("survey-formula-shape.yaml", yaml.safe_dump({**mini, "formulas": {"PDI": [[35, 1]]}}))
@@ -92,76 +90,115 @@ def _survey(f: Files, *extra: str) -> list[str]:
 # case id -> (argv, fragments the message must contain: the bad value, then the fix)
 CASES: dict[str, tuple[Callable[[Files], list[str]], tuple[str, ...]]] = {
     # CDEval data (GD)
-    "cdeval-missing": (lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "nope.json")),
-                       ("nope.json does not exist", "pass --data.path")),
-    "cdeval-empty": (lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-empty.json")),
-                     ("cdeval-empty.json is empty", "pass --data.path")),
-    "cdeval-malformed": (lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-malformed.json")),
-                         ("cdeval-malformed.json is not valid JSON", "check the file")),
-    "cdeval-missing-column": (lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-columns.json")),
-                              ("row 1", "lacks Option 2", "fix or drop it")),
-    "cdeval-unknown-dimension": (lambda f: _gd(f, "--data", "cdeval_xyz", "--data.path", str(f.root / "cdeval-ok.json")),
-                                 ("'cdeval_xyz' is unknown", "use one of cdeval_pdi")),
+    "cdeval-missing": (
+        lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "nope.json")),
+        ("nope.json does not exist", "pass --data.path"),
+    ),
+    "cdeval-empty": (
+        lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-empty.json")),
+        ("cdeval-empty.json is empty", "pass --data.path"),
+    ),
+    "cdeval-malformed": (
+        lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-malformed.json")),
+        ("cdeval-malformed.json is not valid JSON", "check the file"),
+    ),
+    "cdeval-missing-column": (
+        lambda f: _gd(f, "--data", "cdeval_ivr", "--data.path", str(f.root / "cdeval-columns.json")),
+        ("row 1", "lacks Option 2", "fix or drop it"),
+    ),
+    "cdeval-unknown-dimension": (
+        lambda f: _gd(f, "--data", "cdeval_xyz", "--data.path", str(f.root / "cdeval-ok.json")),
+        ("'cdeval_xyz' is unknown", "use one of cdeval_pdi"),
+    ),
     # Survey wording files
-    "survey-item-count": (lambda f: _survey(f, "--survey", str(f.root / "survey-23-items.yaml")),
-                          ("has 23 items but framework 'vsm13' has 24", "give all of them")),
-    "survey-scale": (lambda f: _survey(f, "--survey", str(f.root / "survey-4-labels.yaml")),
-                     ("survey-4-labels.yaml", "scales have 4 labels but framework 'vsm13' has 5", "give 5 labels per scale")),
-    "survey-formula-item": (lambda f: _survey(f, "--survey", str(f.root / "survey-formula-item.yaml")),
-                            ("formula PDI names item 9", "outside 1..4")),
-    "survey-formula-shape": (lambda f: _survey(f, "--survey", str(f.root / "survey-formula-shape.yaml")),
-                             ("formula PDI", "[weight, plus_item, minus_item]", "[[35, 1]]")),
-    "survey-bad-yaml": (lambda f: _survey(f, "--survey", str(f.root / "survey-bad.yaml")),
-                        ("survey-bad.yaml", "is not valid YAML", "fix the syntax")),
-    "survey-missing": (lambda f: _survey(f, "--survey", str(f.root / "nope.yaml")),
-                       ("nope.yaml", "neither a built-in survey", "check the path")),
+    "survey-item-count": (
+        lambda f: _survey(f, "--survey", str(f.root / "survey-23-items.yaml")),
+        ("has 23 items but framework 'vsm13' has 24", "give all of them"),
+    ),
+    "survey-scale": (
+        lambda f: _survey(f, "--survey", str(f.root / "survey-4-labels.yaml")),
+        ("survey-4-labels.yaml", "scales have 4 labels but framework 'vsm13' has 5", "give 5 labels per scale"),
+    ),
+    "survey-formula-item": (
+        lambda f: _survey(f, "--survey", str(f.root / "survey-formula-item.yaml")),
+        ("formula PDI names item 9", "outside 1..4"),
+    ),
+    "survey-formula-shape": (
+        lambda f: _survey(f, "--survey", str(f.root / "survey-formula-shape.yaml")),
+        ("formula PDI", "[weight, plus_item, minus_item]", "[[35, 1]]"),
+    ),
+    "survey-bad-yaml": (
+        lambda f: _survey(f, "--survey", str(f.root / "survey-bad.yaml")),
+        ("survey-bad.yaml", "is not valid YAML", "fix the syntax"),
+    ),
+    "survey-missing": (
+        lambda f: _survey(f, "--survey", str(f.root / "nope.yaml")),
+        ("nope.yaml", "neither a built-in survey", "check the path"),
+    ),
     # Targets
-    "target-unknown-country": (lambda f: _survey(f, "--target", "Atlantis"),
-                               ("unknown country 'Atlantis'", "culturalign targets", "six scores")),
-    "target-out-of-range": (lambda f: _survey(f, "--target", "72,48,43,640,27,14"),
-                            ("score for UAI is '640'", "within 0..150")),
+    "target-unknown-country": (
+        lambda f: _survey(f, "--target", "Atlantis"),
+        ("unknown country 'Atlantis'", "culturalign targets", "six scores"),
+    ),
+    "target-out-of-range": (lambda f: _survey(f, "--target", "72,48,43,640,27,14"), ("score for UAI is '640'", "within 0..150")),
     "target-count": (lambda f: _survey(f, "--target", "72,48"), ("got 2", "e.g. 72,48,43,64,27,14")),
     # Checkpoints
-    "ckpt-other-model": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-other-model")),
-                         ("trained on 'someone/else-7b'", "--model someone/else-7b", "--force true")),
-    "ckpt-hidden-size": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-hidden-64")),
-                         ("hidden size 64", "has 32", "use the backbone it was trained on")),
-    "ckpt-truncated": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-truncated")),
-                       ("adapter_model.safetensors is not a valid safetensors file", "truncated", "restore the file")),
-    "ckpt-meta-not-json": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-meta-json")),
-                           ("meta.json is not valid JSON", "restore it or re-run")),
-    "ckpt-meta-edited": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-meta-T")),
-                         ("num_virtual_tokens=7 but the weights have 2", "meta.json was edited", "restore it or re-run")),
-    "ckpt-pickle": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-pickle")),
-                    ("not a valid safetensors file", "pickles are refused")),
-    "ckpt-missing": (lambda f: _survey(f, "--ckpt", str(f.root / "nope")),
-                     ("/nope' is not a directory", "pass a run folder")),
+    "ckpt-other-model": (
+        lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-other-model")),
+        ("trained on 'someone/else-7b'", "--model someone/else-7b", "--force true"),
+    ),
+    "ckpt-hidden-size": (
+        lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-hidden-64")),
+        ("hidden size 64", "has 32", "use the backbone it was trained on"),
+    ),
+    "ckpt-truncated": (
+        lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-truncated")),
+        ("adapter_model.safetensors is not a valid safetensors file", "truncated", "restore the file"),
+    ),
+    "ckpt-meta-not-json": (
+        lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-meta-json")),
+        ("meta.json is not valid JSON", "restore it or re-run"),
+    ),
+    "ckpt-meta-edited": (
+        lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-meta-T")),
+        ("num_virtual_tokens=7 but the weights have 2", "meta.json was edited", "restore it or re-run"),
+    ),
+    "ckpt-pickle": (lambda f: _survey(f, "--ckpt", str(f.root / "ckpt-pickle")), ("not a valid safetensors file", "pickles are refused")),
+    "ckpt-missing": (lambda f: _survey(f, "--ckpt", str(f.root / "nope")), ("/nope' is not a directory", "pass a run folder")),
     # Models
-    "model-missing-dir": (lambda f: ["survey", "--model", str(f.root / "no-such-model")],
-                          ("no-such-model': no such directory", "--model embedded")),
-    "model-hub-offline": (lambda f: ["survey", "--model", "nobody/no-such-model"],
-                          ("'nobody/no-such-model' could not be loaded", "offline", "--model embedded")),
-    "model-no-chat-template": (lambda f: ["survey", "--model", str(f.no_template), "--model.dtype", "float32"],
-                               ("no-template", "has no chat template", "use an instruct/chat model")),
+    "model-missing-dir": (
+        lambda f: ["survey", "--model", str(f.root / "no-such-model")],
+        ("no-such-model': no such directory", "--model embedded"),
+    ),
+    "model-hub-offline": (
+        lambda f: ["survey", "--model", "nobody/no-such-model"],
+        ("'nobody/no-such-model' could not be loaded", "offline", "--model embedded"),
+    ),
+    "model-no-chat-template": (
+        lambda f: ["survey", "--model", str(f.no_template), "--model.dtype", "float32"],
+        ("no-template", "has no chat template", "use an instruct/chat model"),
+    ),
     # Numbers
-    "popsize-1": (lambda f: _fit(f, "--optimizer", "DE", "--optimizer.popsize", "1"),
-                  ("optimizer.popsize=1", "must be >= 2", "try 16")),
+    "popsize-1": (lambda f: _fit(f, "--optimizer", "DE", "--optimizer.popsize", "1"), ("optimizer.popsize=1", "must be >= 2", "try 16")),
     "budget-0": (lambda f: _fit(f, "--search.budget", "0"), ("search.budget=0", "must be >= 1", "try 192")),
     "T-0": (lambda f: _fit(f, "--prompt.num_virtual_tokens", "0"), ("num_virtual_tokens=0", "must be >= 1", "try 10")),
-    "lr-negative": (lambda f: _fit(f, "--optimizer", "GD", "--optimizer.lr", "-0.1"),
-                    ("optimizer.lr=-0.1", "must be > 0", "try 0.01")),
+    "lr-negative": (lambda f: _fit(f, "--optimizer", "GD", "--optimizer.lr", "-0.1"), ("optimizer.lr=-0.1", "must be > 0", "try 0.01")),
     # Answers
-    "generate-no-answer-in-range": (lambda f: _survey(f, "--answering.mode", "generate", "--answering.max_new_tokens", "2"),
-                                    ("gave no answer 1..5 to any of the 24 questions", "--answering.mode logits")),
+    "generate-no-answer-in-range": (
+        lambda f: _survey(f, "--answering.mode", "generate", "--answering.max_new_tokens", "2"),
+        ("gave no answer 1..5 to any of the 24 questions", "--answering.mode logits"),
+    ),
     "run-name-traversal": (lambda f: _fit(f, "--run.name", "../../etc"), ("'../../etc'", "no '/' or '..'", "e.g. sau-de")),
     # Wordings
-    "paraphrase-number": (lambda f: _survey(f, "--survey", "vsm13@9"),
-                          ("has no paraphrase 9", "use a paraphrase number its file has (vsm13: 1..5)")),
-    "validation-is-heldout": (lambda f: _fit(f, "--optimizer", "GD", "--survey.validation", "vsm13@4",
-                                             "--survey.heldout", "vsm13@4"),
-                              ("--survey.validation ['vsm13@4'] is also in --survey.heldout", "list it in one of the two")),
-    "validation-with-DE": (lambda f: _fit(f, "--survey.validation", "vsm13@4"),
-                           ("picks a GD checkpoint", "use --survey.heldout")),
+    "paraphrase-number": (
+        lambda f: _survey(f, "--survey", "vsm13@9"),
+        ("has no paraphrase 9", "use a paraphrase number its file has (vsm13: 1..5)"),
+    ),
+    "validation-is-heldout": (
+        lambda f: _fit(f, "--optimizer", "GD", "--survey.validation", "vsm13@4", "--survey.heldout", "vsm13@4"),
+        ("--survey.validation ['vsm13@4'] is also in --survey.heldout", "list it in one of the two"),
+    ),
+    "validation-with-DE": (lambda f: _fit(f, "--survey.validation", "vsm13@4"), ("picks a GD checkpoint", "use --survey.heldout")),
 }
 
 
@@ -193,12 +230,15 @@ def test_tampered_resume_state_is_refused_not_run(fit_cmd, tmp_path, capsys):
     class Exploit:
         def __reduce__(self):
             import os
+
             return os.system, (f"touch {marker}",)
 
     save_last(run_dir, prompt, meta, {**state, "optimizer": pickle.dumps(Exploit())})  # as culturalign <= 0.1 stored it
     message = cli_error(fit_cmd(budget=16), capsys)
-    assert message == (f"{run_dir / 'last'} holds a pickled optimizer state from an older culturalign, which is no "
-                       "longer read (a pickle can run code); pass --run.resume false to start the run over")
+    assert message == (
+        f"{run_dir / 'last'} holds a pickled optimizer state from an older culturalign, which is no "
+        "longer read (a pickle can run code); pass --run.resume false to start the run over"
+    )
     assert not marker.exists()
 
     # A record whose asks were edited: the replay refuses at the first generation that differs.

@@ -30,6 +30,7 @@ SEED = int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 100_000))
 
 # -- save_last crashed at every file operation ---------------------------------------------------
 
+
 class Crash(Exception):
     """Stands for the process dying at this instant: nothing after it runs."""
 
@@ -43,8 +44,12 @@ def _state(step: int) -> tuple[torch.Tensor, dict, dict]:
 def _same(found, step: int) -> bool:
     prompt, meta, state = found
     want_prompt, _, want_state = _state(step)
-    return (meta["step"] == step and torch.equal(prompt, want_prompt) and state["optimizer"] == want_state["optimizer"]
-            and torch.equal(state["history"], want_state["history"]))
+    return (
+        meta["step"] == step
+        and torch.equal(prompt, want_prompt)
+        and state["optimizer"] == want_state["optimizer"]
+        and torch.equal(state["history"], want_state["history"])
+    )
 
 
 def _crashing(monkeypatch, crash_at: int) -> list[str]:
@@ -121,6 +126,7 @@ def test_save_last_crashed_at_every_operation_leaves_a_complete_resume_point(tmp
 
 # -- a real DE run: SIGKILL mid-write, SIGKILL mid-generation, SIGTERM, SIGINT, then resume ----
 
+
 def _history(run_dir: Path) -> torch.Tensor:
     return load_last(run_dir)[2]["history"][:, :5]  # without the wall-clock column
 
@@ -162,14 +168,17 @@ def test_killed_and_signalled_de_run_resumes_bit_identical(fit_cmd, tmp_path, ca
     after = last_step(run_dir)
     assert after >= max(seen, step + 2), f"kill {delay:.3f}s into a generation lost work: saw {seen}, last is {after} {tag}"
     with capsys.disabled():
-        print(f"\nSIGKILL during the write of step {step + 1} (half-written {torn or 'none: kill landed after the swap'}), "
-              f"then {delay:.3f}s into step {step + 3} -> resume point {after} {tag}")
+        print(
+            f"\nSIGKILL during the write of step {step + 1} (half-written {torn or 'none: kill landed after the swap'}), "
+            f"then {delay:.3f}s into step {step + 3} -> resume point {after} {tag}"
+        )
 
     # 3-4. SIGTERM, then SIGINT (Ctrl-C), sent to this process once a generation has completed:
     # finish the generation in flight, save, exit 0 (SIGTERM) or 130 (SIGINT). Same code path as the
     # console script (`main()` only calls `run()`), without paying another interpreter start.
     saved = after
     for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+
         def send(start: int = saved, sig: int = sig) -> None:
             while meta_step(run_dir) <= start:
                 time.sleep(0.002)
@@ -208,6 +217,7 @@ def test_killed_and_signalled_de_run_resumes_bit_identical(fit_cmd, tmp_path, ca
 
 
 # -- output folder problems: refused before any work, or mid-run without losing the last checkpoint --
+
 
 @pytest.fixture
 def no_model_load(monkeypatch):
@@ -287,10 +297,37 @@ CDEVAL_FIXTURE = Path(__file__).parents[1] / "fixtures" / "cdeval_small.json"
 
 
 def _gd_args(tiny_model_dir, mini_survey, root: Path) -> list[str]:
-    return ["fit", "--optimizer", "GD", "--optimizer.epochs", "2", "--optimizer.batch_size", "8", "--model",
-            str(tiny_model_dir), "--model.dtype", "float32", "--model.device", "cpu", "--data", "cdeval_ivr",
-            "--data.path", str(CDEVAL_FIXTURE), "--cv.folds", "2", "--survey", str(mini_survey), "--survey.heldout", "[]",
-            "--prompt.num_virtual_tokens", "2", "--run.root", str(root), "--run.name", "gd"]
+    return [
+        "fit",
+        "--optimizer",
+        "GD",
+        "--optimizer.epochs",
+        "2",
+        "--optimizer.batch_size",
+        "8",
+        "--model",
+        str(tiny_model_dir),
+        "--model.dtype",
+        "float32",
+        "--model.device",
+        "cpu",
+        "--data",
+        "cdeval_ivr",
+        "--data.path",
+        str(CDEVAL_FIXTURE),
+        "--cv.folds",
+        "2",
+        "--survey",
+        str(mini_survey),
+        "--survey.heldout",
+        "[]",
+        "--prompt.num_virtual_tokens",
+        "2",
+        "--run.root",
+        str(root),
+        "--run.name",
+        "gd",
+    ]
 
 
 def test_gd_killed_mid_fold_resumes_without_losing_finished_work(tiny_model_dir, mini_survey, tmp_path, capsys):
@@ -298,8 +335,7 @@ def test_gd_killed_mid_fold_resumes_without_losing_finished_work(tiny_model_dir,
     run_dir = tmp_path / "gd"
     proc = start_cli(argv)
     # Fold 0 finished and fold 1 has completed an epoch: kill it in the middle of its next epoch.
-    hit = wait_for(lambda: (run_dir / "fold0" / "result.json").is_file() and (run_dir / "fold1" / "last.ckpt").is_file(),
-                   proc, poll=0.01)
+    hit = wait_for(lambda: (run_dir / "fold0" / "result.json").is_file() and (run_dir / "fold1" / "last.ckpt").is_file(), proc, poll=0.01)
     out = _kill(proc)
     assert hit, f"GD run ended before fold 1 checkpointed:\n{out[-3000:]}"
     fold0 = (run_dir / "fold0" / "result.json").read_bytes()

@@ -23,16 +23,13 @@ I, D = len(SURVEY.items), len(SURVEY.dimensions)
 K = SURVEY.num_answers
 PROFILE = settings(max_examples=60, deadline=None)
 
-answers = st.lists(st.floats(1.0, float(K), allow_nan=False), min_size=I, max_size=I).map(
-    lambda xs: torch.tensor(xs, dtype=torch.float64))
-constants = st.lists(st.floats(-100, 200, allow_nan=False), min_size=D, max_size=D).map(
-    lambda cs: dict(zip(SURVEY.dimensions, cs)))
+answers = st.lists(st.floats(1.0, float(K), allow_nan=False), min_size=I, max_size=I).map(lambda xs: torch.tensor(xs, dtype=torch.float64))
+constants = st.lists(st.floats(-100, 200, allow_nan=False), min_size=D, max_size=D).map(lambda cs: dict(zip(SURVEY.dimensions, cs)))
 
 
 def bounds(consts: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact (lo, hi) of every index over answers in [1, K], from the formula weights."""
-    spread = torch.tensor([(K - 1) * sum(abs(w) for w, _, _ in terms) for terms in SURVEY.formulas.values()],
-                          dtype=torch.float64)
+    spread = torch.tensor([(K - 1) * sum(abs(w) for w, _, _ in terms) for terms in SURVEY.formulas.values()], dtype=torch.float64)
     c = torch.tensor([consts[d] for d in SURVEY.dimensions], dtype=torch.float64)
     return c - spread, c + spread
 
@@ -60,8 +57,9 @@ def test_indices_stay_within_the_exact_bounds(m, consts):
 @given(answers, answers, st.floats(0, 1), constants)
 def test_indices_are_affine_in_the_answers(a, b, t, consts):
     mix = indices((t * a + (1 - t) * b).unsqueeze(0), SURVEY, consts)[0]
-    assert torch.allclose(mix, t * indices(a.unsqueeze(0), SURVEY, consts)[0]
-                          + (1 - t) * indices(b.unsqueeze(0), SURVEY, consts)[0], atol=1e-9)
+    assert torch.allclose(
+        mix, t * indices(a.unsqueeze(0), SURVEY, consts)[0] + (1 - t) * indices(b.unsqueeze(0), SURVEY, consts)[0], atol=1e-9
+    )
     # Differences do not depend on the constants at all.
     zero = {d: 0.0 for d in SURVEY.dimensions}
     diff = indices(a.unsqueeze(0), SURVEY, consts)[0] - indices(b.unsqueeze(0), SURVEY, consts)[0]
@@ -100,7 +98,6 @@ def test_losses_are_distances(m, target_values):
 
 
 # -- inverse modelling ---------------------------------------------------------------------------
-
 
 
 def _closest_by_brute_force(dim: str, target: float, consts: dict[str, float]) -> float:

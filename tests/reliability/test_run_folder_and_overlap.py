@@ -11,8 +11,24 @@ from culturalign.cli import run
 
 
 def fit(tiny_model_dir, root, name, *extra: str) -> list[str]:
-    return ["fit", "--optimizer", "DE", "--optimizer.popsize", "2", "--search.budget", "2", "--model", str(tiny_model_dir),
-            "--run.root", str(root), "--run.name", name, "--survey.heldout", "[]", *extra]
+    return [
+        "fit",
+        "--optimizer",
+        "DE",
+        "--optimizer.popsize",
+        "2",
+        "--search.budget",
+        "2",
+        "--model",
+        str(tiny_model_dir),
+        "--run.root",
+        str(root),
+        "--run.name",
+        name,
+        "--survey.heldout",
+        "[]",
+        *extra,
+    ]
 
 
 def test_resume_false_refuses_a_foreign_folder_and_keeps_its_files(tiny_model_dir, tmp_path, capsys):
@@ -43,11 +59,14 @@ def test_resume_false_uses_an_empty_folder_and_restarts_a_run(tiny_model_dir, tm
     assert not (tmp_path / "empty" / "stale.txt").exists() and (tmp_path / "empty" / "meta.json").is_file()
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["--survey.paraphrases", "5", "--survey.heldout", "vsm13@5"], "vsm13@5"),
-    (["--survey.heldout", "vsm13"], "vsm13"),
-    (["--survey.paraphrases", "2", "--survey.validation", "vsm13@2"], "vsm13@2"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--survey.paraphrases", "5", "--survey.heldout", "vsm13@5"], "vsm13@5"),
+        (["--survey.heldout", "vsm13"], "vsm13"),
+        (["--survey.paraphrases", "2", "--survey.validation", "vsm13@2"], "vsm13@2"),
+    ],
+)
 def test_a_trained_wording_reported_as_held_out_is_refused(tiny_model_dir, tmp_path, capsys, extra, named):
     argv = ["fit", "--optimizer", "GD", "--model", str(tiny_model_dir), "--run.root", str(tmp_path), "--run.name", "overlap"]
     message = cli_error(argv + extra, capsys)
@@ -56,7 +75,20 @@ def test_a_trained_wording_reported_as_held_out_is_refused(tiny_model_dir, tmp_p
 
 
 def test_synthetic_data_is_built_from_every_paraphrase_so_none_is_held_out(tiny_model_dir, tmp_path, capsys):
-    argv = ["fit", "--optimizer", "GD", "--data", "synthetic_vsm13", "--data.limit", "4", "--model", str(tiny_model_dir),
-            "--run.root", str(tmp_path), "--survey.heldout", "vsm13@3"]
+    argv = [
+        "fit",
+        "--optimizer",
+        "GD",
+        "--data",
+        "synthetic_vsm13",
+        "--data.limit",
+        "4",
+        "--model",
+        str(tiny_model_dir),
+        "--run.root",
+        str(tmp_path),
+        "--survey.heldout",
+        "vsm13@3",
+    ]
     message = cli_error(argv, capsys)
     assert "vsm13@3" in message and "synthetic_vsm13" in message

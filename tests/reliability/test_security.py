@@ -29,8 +29,11 @@ def _calls(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             f = node.func
-            name = f"{f.value.id}.{f.attr}" if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else (
-                f.id if isinstance(f, ast.Name) else "")
+            name = (
+                f"{f.value.id}.{f.attr}"
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                else (f.id if isinstance(f, ast.Name) else "")
+            )
             yield name, node
 
 
@@ -45,8 +48,7 @@ def test_source_has_no_unchecked_deserialisation_or_remote_code():
             kwargs = {k.arg: k.value for k in call.keywords}
             if name in ("pickle.load", "pickle.loads", "marshal.loads", "dill.loads", "eval", "exec"):
                 problems.append(f"{where(call)} calls {name}; nothing may unpickle (store tensors in safetensors)")
-            if name == "torch.load" and not (isinstance(kwargs.get("weights_only"), ast.Constant)
-                                             and kwargs["weights_only"].value is True):
+            if name == "torch.load" and not (isinstance(kwargs.get("weights_only"), ast.Constant) and kwargs["weights_only"].value is True):
                 problems.append(f"{where(call)} calls torch.load without weights_only=True")
             if name == "yaml.load" or name == "yaml.unsafe_load":
                 problems.append(f"{where(call)} calls {name}; use yaml.safe_load")
@@ -54,15 +56,23 @@ def test_source_has_no_unchecked_deserialisation_or_remote_code():
             if isinstance(value, ast.Constant) and value.value is True:
                 problems.append(f"{where(call)} passes trust_remote_code=True")
         for node in ast.walk(tree):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             if any(m.split(".")[0] in UNPICKLERS for m in modules):
                 problems.append(f"{where(node)} imports {', '.join(modules)}; nothing may unpickle (store tensors in safetensors)")
             if isinstance(node, ast.ClassDef) and any("Unpickler" in ast.unparse(b) for b in node.bases):
                 problems.append(f"{where(node)} subclasses an unpickler")
             # Defaults: `trust_remote_code: bool = True` in a dataclass or a signature.
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                    and node.target.id == "trust_remote_code" and isinstance(node.value, ast.Constant) and node.value.value:
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "trust_remote_code"
+                and isinstance(node.value, ast.Constant)
+                and node.value.value
+            ):
                 problems.append(f"{where(node)} defaults trust_remote_code to True")
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = node.args.args + node.args.kwonlyargs
@@ -112,17 +122,27 @@ GADGETS = {
     "nevergrad re-export": lambda cmd: _stack_global_call("nevergrad.common.tools", "os", cmd),
     # A class of an allowed package called with chosen arguments (cma evaluates option strings).
     "cma class call": lambda cmd: _stack_global_call("cma.evolution_strategy", "CMAEvolutionStrategy", cmd),
-    "getattr escape": lambda cmd: (b"\x80\x04" + pickle.SHORT_BINUNICODE + b"\x08builtins" + pickle.SHORT_BINUNICODE
-                                   + b"\x07getattr" + pickle.STACK_GLOBAL + pickle.SHORT_BINUNICODE + b"\x0bnevergrad.p"
-                                   + pickle.SHORT_BINUNICODE + b"\x0b__globals__" + pickle.TUPLE2 + pickle.REDUCE
-                                   + pickle.STOP),
+    "getattr escape": lambda cmd: (
+        b"\x80\x04"
+        + pickle.SHORT_BINUNICODE
+        + b"\x08builtins"
+        + pickle.SHORT_BINUNICODE
+        + b"\x07getattr"
+        + pickle.STACK_GLOBAL
+        + pickle.SHORT_BINUNICODE
+        + b"\x0bnevergrad.p"
+        + pickle.SHORT_BINUNICODE
+        + b"\x0b__globals__"
+        + pickle.TUPLE2
+        + pickle.REDUCE
+        + pickle.STOP
+    ),
 }
 
 
 def _resume_point_with(run_dir: Path, optimizer_state: bytes) -> None:
     """A last/ as culturalign <= 0.1 wrote it: the optimizer as pickle bytes beside the history."""
-    save_last(run_dir, torch.zeros(2, 3), {"step": 1}, {"optimizer": optimizer_state,
-                                                        "history": torch.zeros(1, 6, dtype=torch.float64)})
+    save_last(run_dir, torch.zeros(2, 3), {"step": 1}, {"optimizer": optimizer_state, "history": torch.zeros(1, 6, dtype=torch.float64)})
 
 
 @pytest.mark.parametrize("gadget", list(GADGETS))
@@ -135,8 +155,10 @@ def test_pickled_optimizer_state_is_refused_unread(gadget, tmp_path):
     with pytest.raises(CulturalignError) as err:
         AskTellRecord.from_state(load_last(tmp_path)[2], tmp_path / "last")
     assert not marker.exists()
-    assert str(err.value) == (f"{tmp_path / 'last'} holds a pickled optimizer state from an older culturalign, which is "
-                              "no longer read (a pickle can run code); pass --run.resume false to start the run over")
+    assert str(err.value) == (
+        f"{tmp_path / 'last'} holds a pickled optimizer state from an older culturalign, which is "
+        "no longer read (a pickle can run code); pass --run.resume false to start the run over"
+    )
 
 
 def test_resume_state_without_a_valid_record_is_refused_with_a_clear_error(tmp_path):
@@ -144,9 +166,13 @@ def test_resume_state_without_a_valid_record_is_refused_with_a_clear_error(tmp_p
 
     good = {"asks_sha256": torch.zeros(2, 32, dtype=torch.uint8), "losses": torch.zeros(2, 4, dtype=torch.float64)}
     AskTellRecord.from_state(good, tmp_path)  # the checks below are not refusing everything
-    for state in ({}, {**good, "asks_sha256": torch.zeros(2, 31, dtype=torch.uint8)},
-                  {**good, "asks_sha256": torch.zeros(3, 32, dtype=torch.uint8)},
-                  {**good, "losses": torch.zeros(2, 4)}, {**good, "losses": torch.zeros(2, dtype=torch.float64)}):
+    for state in (
+        {},
+        {**good, "asks_sha256": torch.zeros(2, 31, dtype=torch.uint8)},
+        {**good, "asks_sha256": torch.zeros(3, 32, dtype=torch.uint8)},
+        {**good, "losses": torch.zeros(2, 4)},
+        {**good, "losses": torch.zeros(2, dtype=torch.float64)},
+    ):
         with pytest.raises(CulturalignError, match="has no valid asks_sha256/losses record; delete that last/ folder"):
             AskTellRecord.from_state(state, tmp_path)
 
