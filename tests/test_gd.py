@@ -12,6 +12,7 @@ import torch
 from culturalign.checkpoint.format import load_prompt
 from culturalign.cli import run
 from culturalign.data import cdeval
+from culturalign.data.choice import collate
 from culturalign.gradient.datamodules import ChoiceDataModule
 from culturalign.data.folds import stratified_folds
 from culturalign.model.chat import answer_token_ids
@@ -37,6 +38,9 @@ def test_training_changes_only_the_prompt(tiny_backbone):
     module = SoftPromptModule(tiny_backbone, v0, objective, lr=0.1)
     assert [n for n, _ in module.named_parameters()] == ["prompt"]
     assert list(module.state_dict()) == ["prompt"]  # the LM is not a submodule: checkpoints stay tiny
+    train = collate([dm.rows[i] for i in dm.index["train"]], dm.pad_id)
+    with torch.no_grad():
+        loss_before = objective.loss(v0, train, "train", 0)[0].item()
     before = {k: v.clone() for k, v in tiny_backbone.model.state_dict().items()}
     trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         num_sanity_val_steps=0, limit_val_batches=0, precision="32-true")
@@ -46,6 +50,34 @@ def test_training_changes_only_the_prompt(tiny_backbone):
     assert all(p.grad is None and not p.requires_grad for p in tiny_backbone.model.parameters())
     assert not tiny_backbone.model.training
     assert (module.prompt.detach() - v0).abs().max() > 1e-3
+    with torch.no_grad():  # the steps went downhill on the training rows (a sign error or a frozen prompt fails)
+        assert objective.loss(module.prompt.detach(), train, "train", 0)[0].item() < loss_before - 1e-3
+
+
+def test_test_accuracy_of_a_known_case(tiny_backbone):
+    """Labels set to the prompt's own choice in order 0 and to the other option in order 1: the logged
+    accuracies must be exactly 1, 0 and the share of order-0 rows, and the loss the cross-entropy."""
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    exs = cdeval.examples(rows, "IVR", high=True)
+    dm = ChoiceDataModule(exs, tiny_backbone.tokenizer, stratified_folds({e.group: e.stratum for e in exs}, 2, seed=0),
+                          0, batch_size=4)
+    objective = ChoiceObjective(tiny_backbone, dm.prefix_ids, answer_token_ids(tiny_backbone.tokenizer, 2))
+    v0 = init_prompt(tiny_backbone, 4, "random")
+    batch = collate(dm.rows, dm.pad_id)
+    with torch.no_grad():
+        logits = objective.logits(v0, batch)
+    first = batch["order"] == 0
+    batch["labels"] = torch.where(first, logits.argmax(-1), 1 - logits.argmax(-1))
+    assert 0 < int(first.sum()) < len(first)  # both orders present, or the split proves nothing
+    module = SoftPromptModule(tiny_backbone, v0, objective)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, precision="32-true")
+    got = trainer.test(module, dataloaders=DataLoader([batch], batch_size=None), verbose=False)[0]
+    assert got["test_acc_order0"] == 1.0 and got["test_acc_order1"] == 0.0
+    assert got["test_acc"] == pytest.approx(float(first.float().mean()))
+    assert got["test_loss"] == pytest.approx(F.cross_entropy(logits, batch["labels"]).item(), rel=1e-5)
 
 
 def test_ema_prompt_is_the_moving_average_of_the_steps_and_is_what_gets_validated(tiny_backbone):
@@ -121,11 +153,18 @@ def test_cli_cdeval_cv_writes_folds_and_resumes(tiny_model_dir, tmp_path, capsys
     out = gd(tiny_model_dir, tmp_path, *args)
     run_dir = tmp_path / "cv"
     assert len(out["folds"]) == 3 and out["data"]["questions"] == 17 and out["data"]["duplicates_dropped"] == 1
-    for key in ("test_loss", "test_acc", "test_acc_order0", "test_acc_order1", "baseline_acc_order0"):
-        assert key in out["mean"] and key in out["std"]
+    # mean ± std are those of the folds' own values (population std), not just present.
+    for key, part, name in (("test_loss", "test", "loss"), ("test_acc", "test", "acc"), ("test_acc_order0", "test", "acc_order0"),
+                            ("test_acc_order1", "test", "acc_order1"), ("baseline_acc_order0", "baseline", "acc_order0")):
+        vals = [f[part][name] for f in out["folds"]]
+        assert out["mean"][key] == pytest.approx(sum(vals) / 3)
+        assert out["std"][key] == pytest.approx((sum((v - sum(vals) / 3) ** 2 for v in vals) / 3) ** 0.5)
     for k, fold in enumerate(out["folds"]):
         assert (run_dir / f"fold{k}" / "adapter_model.safetensors").is_file()
-        assert 0 <= fold["test"]["acc_order0"] <= 1 and "loss" in fold["survey"]["after"]
+        # Every question is asked in both orders, so the accuracy is the mean of the two orders' accuracies.
+        t = fold["test"]
+        assert t["acc"] == pytest.approx((t["acc_order0"] + t["acc_order1"]) / 2) and t["loss"] > 0
+        assert fold["survey"]["after"]["loss"] > 0
     folds = json.loads((run_dir / "folds.json").read_text())
     assert sorted(set(folds["fold_of"].values())) == [0, 1, 2]
     assert "mean ± std" in (run_dir / "report.md").read_text()
