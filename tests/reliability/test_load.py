@@ -53,4 +53,6 @@ def test_de_population_64_has_bounded_memory(tiny_model_dir, mini_survey, tmp_pa
     assert len(rss_at) >= GENERATIONS - 2, rss_at  # sampled most generations
     later = [growth[g] for g in growth if g >= 3]
     assert max(later) - min(later) < 64, f"RSS keeps growing across generations: {growth}"
-    assert peak_mib < 2048, f"peak RSS {peak_mib:.0f} MiB"
+    # Measured 564 MiB (2-core dev machine, torch 2.13 CPU; mostly the imported libraries): 900 MiB leaves
+    # room for noise, and a run that doubles the process's memory fails (2048 never could).
+    assert peak_mib < 900, f"peak RSS {peak_mib:.0f} MiB (measured 564 MiB when this bound was set)"
