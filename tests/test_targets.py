@@ -148,7 +148,8 @@ def test_shipped_csv_matches_build_from_raw_data() -> None:
     beside the clone (as CI has it) or $CULTURALIGN_HOFSTEDE_DIR. Skipped without them, except under CI."""
     import os
 
-    raw = Path(os.environ.get("CULTURALIGN_HOFSTEDE_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hofstede")
+    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hofstede"
+    raw = Path(os.environ.get("CULTURALIGN_HOFSTEDE_DIR") or beside)
     if not (raw / "hofstede_country_scores.csv").exists():
         if os.environ.get("CI"):
             pytest.fail(f"raw Hofstede data not found at {raw}: CI must rebuild the table (set CULTURALIGN_HOFSTEDE_DIR)")
