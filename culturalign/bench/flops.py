@@ -65,3 +65,15 @@ def survey_work(num_virtual_tokens: int, prefix_len: int, suffix_lens: Sequence[
 def survey_flops(shape: ModelShape, work: dict[str, int]) -> dict[str, Any]:
     dense, attn = shape.dense(work["tokens"]), shape.attention(work["attended_pairs"])
     return {"dense": dense, "attention": attn, "total": dense + attn}
+
+
+def default_forward_tokens(fitness, num_virtual_tokens: int, candidates: int) -> list[int]:
+    """Tokens in each forward the default path runs for `candidates` (padding included: the GEMMs
+    see it): the prefill of `[V][prefix]` per candidate chunk, then one forward per length bucket.
+    These are the row counts M of the GEMM shapes the peak is measured at."""
+    head = num_virtual_tokens + len(fitness.prefix_ids)
+    out = []
+    for n0, n1 in fitness._candidate_chunks(candidates):
+        out.append((n1 - n0) * head)
+        out += [(n1 - n0) * ids.shape[0] * ids.shape[1] for _, ids, _ in fitness.chunks]
+    return out

@@ -23,28 +23,36 @@ READINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def measure_readings(fitness: SurveyFitness, prompts: torch.Tensor, repeats: int, logits_per_s: float,
-                     progress: Callable[[str], None]) -> dict[str, Any]:
+def measure_readings(
+    fitness: SurveyFitness, prompts: torch.Tensor, repeats: int, logits_per_s: float, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """candidates/s of each reading and its cost relative to the logits path (`logits_per_s`, same run)."""
     out = {}
     for name, change in READINGS.items():
-        fit = SurveyFitness(fitness.backbone, fitness.surveys, fitness.target, fitness.scoring,
-                            replace(fitness.answering, **change))
+        fit = SurveyFitness(fitness.backbone, fitness.surveys, fitness.target, fitness.scoring, replace(fitness.answering, **change))
         progress(f"reading {name}: {prompts.shape[0]} candidates x {repeats} repeats")
         fit(prompts[:1])  # warm-up, as for the default path
-        best, times, _ = timed(lambda: fit(prompts), fitness.backbone.device, repeats, warmup=0)
+        best, times, _ = timed(lambda fit=fit: fit(prompts), fitness.backbone.device, repeats, warmup=0)
         per_s = prompts.shape[0] / best
-        out[name] = {"candidates_per_s": per_s, "seconds_all": [round(t, 4) for t in times],
-                     "rows_per_candidate": fit.num_rows, "tokens_per_candidate": fit.tokens_per_candidate(prompts.shape[1]),
-                     "cost_vs_logits": logits_per_s / per_s}
+        out[name] = {
+            "candidates_per_s": per_s,
+            "seconds_all": [round(t, 4) for t in times],
+            "rows_per_candidate": fit.num_rows,
+            "tokens_per_candidate": fit.tokens_per_candidate(prompts.shape[1]),
+            "cost_vs_logits": logits_per_s / per_s,
+        }
     return out
 
 
 def format_readings(readings: dict[str, Any] | None, logits_per_s: float) -> list[str]:
     if not readings:
         return []
-    lines = ["", "| answer reading | candidates/s | rows/candidate | cost vs logits |", "|---|---|---|---|",
-             f"| logits (default) | {logits_per_s:.3f} | | 1 |"]
+    lines = [
+        "",
+        "| answer reading | candidates/s | rows/candidate | cost vs logits |",
+        "|---|---|---|---|",
+        f"| logits (default) | {logits_per_s:.3f} | | 1 |",
+    ]
     for name, r in readings.items():
         lines.append(f"| {name} | {r['candidates_per_s']:.3f} | {r['rows_per_candidate']} | {r['cost_vs_logits']:.2f}x |")
     return lines

@@ -35,8 +35,16 @@ def _batch(backbone: Backbone, survey: Survey, target: dict[str, float], constan
     return prefix, batch, full_ids, full_mask
 
 
-def measure_training(backbone: Backbone, survey: Survey, target: dict[str, float], constants: dict[str, float],
-                     num_virtual_tokens: int, batch_size: int, steps: int, progress: Callable[[str], None]) -> dict[str, Any]:
+def measure_training(
+    backbone: Backbone,
+    survey: Survey,
+    target: dict[str, float],
+    constants: dict[str, float],
+    num_virtual_tokens: int,
+    batch_size: int,
+    steps: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     from peft import PromptTuningConfig, get_peft_model
 
     from culturalign.gradient.module import ChoiceObjective
@@ -65,11 +73,11 @@ def measure_training(backbone: Backbone, survey: Survey, target: dict[str, float
     ans = torch.tensor(answer_ids, device=dev)
 
     def peft_step() -> float:
-        out = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=keep)
+        out = peft_model(input_ids=ids, attention_mask=mask, logits_to_keep=keep)  # noqa: F821 - deleted after the timing (finally), never called then
         loss = F.cross_entropy(out.logits[:, -1].index_select(-1, ans).float(), labels)
-        peft_opt.zero_grad(set_to_none=True)
+        peft_opt.zero_grad(set_to_none=True)  # noqa: F821
         loss.backward()
-        peft_opt.step()
+        peft_opt.step()  # noqa: F821
         return loss.item()
 
     try:
@@ -88,9 +96,14 @@ def measure_training(backbone: Backbone, survey: Survey, target: dict[str, float
         del peft_model, peft_opt
     ours_eps, peft_eps = B / min(t_ours), B / min(t_peft)
     return {
-        "batch_size": B, "steps": len(t_ours), "num_virtual_tokens": T,
+        "batch_size": B,
+        "steps": len(t_ours),
+        "num_virtual_tokens": T,
         "data": "synthetic VSM13 questions (first batch)",
         "tokens_per_example_full": int(full_mask.sum()) // B + T,
-        "ours_examples_per_s": ours_eps, "peft_examples_per_s": peft_eps, "ratio": ours_eps / peft_eps,
-        "ours_seconds": [round(t, 4) for t in t_ours], "peft_seconds": [round(t, 4) for t in t_peft],
+        "ours_examples_per_s": ours_eps,
+        "peft_examples_per_s": peft_eps,
+        "ratio": ours_eps / peft_eps,
+        "ours_seconds": [round(t, 4) for t in t_ours],
+        "peft_seconds": [round(t, 4) for t in t_peft],
     }

@@ -204,3 +204,15 @@ def decode_more(
         )
         logits = out.logits[:, -1, :]
     return torch.stack(tokens, dim=1)
+
+
+def decode_step(backbone: Backbone, cache, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed one token per row into a filled cache: (next logits (rows, vocab), the grown mask (rows, S + 1)).
+
+    For decoders with their own stopping rule (the bench's paper-style baseline stops each row at
+    its first number); `decode_more` is the plain one.
+    """
+    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    out = backbone.model(input_ids=tokens.unsqueeze(-1), attention_mask=mask, position_ids=position_ids_for(mask)[:, -1:],
+                         use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+    return out.logits[:, -1, :], mask
