@@ -213,6 +213,12 @@ def decode_step(backbone: Backbone, cache, tokens: torch.Tensor, mask: torch.Ten
     its first number); `decode_more` is the plain one.
     """
     mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    out = backbone.model(input_ids=tokens.unsqueeze(-1), attention_mask=mask, position_ids=position_ids_for(mask)[:, -1:],
-                         use_cache=True, logits_to_keep=1, **{_cache_kwarg(backbone.model): cache})
+    out = backbone.model(
+        input_ids=tokens.unsqueeze(-1),
+        attention_mask=mask,
+        position_ids=position_ids_for(mask)[:, -1:],
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_kwarg(backbone.model): cache},
+    )
     return out.logits[:, -1, :], mask
