@@ -54,6 +54,8 @@ class Survey:
     extra: dict[str, Any] = field(default_factory=dict)
     cloze_option_format: str = DEFAULT_CLOZE_OPTION_FORMAT
     cloze_instruction: str = DEFAULT_CLOZE_INSTRUCTION
+    reverse_order: bool = False
+    """List every scale from its last pole (a layout's answer order); SurveyFitness maps answers back."""
 
     @property
     def num_answers(self) -> int:
@@ -66,7 +68,12 @@ class Survey:
     def labels(self, item: Item, reverse: bool = False) -> tuple[str, ...]:
         """The item's scale labels in the order they are listed (reversed when `reverse`)."""
         labels = self.scales[item.scale]
-        return labels[::-1] if reverse else labels
+        return labels[::-1] if self.flips(reverse) else labels
+
+    def flips(self, reverse: bool = False) -> bool:
+        """Whether answer r, asked with `reverse`, means K + 1 - r in the survey's own numbering: the
+        asked order and the wording's own order (`reverse_order`) each turn the list round once."""
+        return reverse != self.reverse_order
 
     def render(self, item: Item, reverse: bool = False, style: RenderStyle = "numbered") -> str:
         """The user message for one item; `reverse` lists the scale labels in the opposite order.
