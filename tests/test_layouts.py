@@ -11,8 +11,7 @@ from culturalign.cli import run
 from culturalign.errors import CulturalignError
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import SurveyFitness
-from culturalign.survey.layouts import (LABEL_VARIANTS, SPLITS, apply, check_no_overlap, layout_from_seed,
-                                        layout_split, sample_layouts)
+from culturalign.survey.layouts import LABEL_VARIANTS, SPLITS, apply, check_no_overlap, layout_from_seed, layout_split, sample_layouts
 
 VSM13 = load_survey("vsm13")
 
