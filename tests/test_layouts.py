@@ -119,3 +119,21 @@ def test_cli_bad_layout_count_exits_2(tiny_model_dir, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "layouts" in err and "-1" in err and len(err.splitlines()) == 1
+
+
+def test_survey_file_declares_its_own_layout_options(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text('framework: vsm13\nlayouts:\n  option_formats: ["[{number}] {label}"]\n'
+                 '  instructions: ["Type 1-{K}."]\n  personas: [""]\n')
+    mine = load_survey(str(f))
+    assert mine.with_paraphrase(0).layouts == mine.layouts
+    for L in sample_layouts(20, 0, mine):
+        laid = apply(mine, L)
+        text = laid.render(laid.items[0])
+        assert "[1] " in text and "Type 1-5." in text and not L.persona
+    f.write_text('framework: vsm13\nlayouts:\n  colours: ["red"]\n')
+    with pytest.raises(CulturalignError, match="layouts"):
+        load_survey(str(f))
+    f.write_text('framework: vsm13\nlayouts:\n  option_formats: ["{label}"]\n')
+    with pytest.raises(CulturalignError, match=r"\{number\}"):
+        load_survey(str(f))

@@ -50,7 +50,7 @@ def survey(
             10000-19999, test 20000+).
     """
     tgt = target.resolve()  # bad input fails before the (slow) model load
-    sampled = sample_layouts(layouts, layouts_seed)
+    sampled = sample_layouts(layouts, layouts_seed, survey.wordings()[0] if layouts else None)
     backbone = model.load()
     prompt = load_prompt(ckpt, backbone, force)[0] if ckpt else None
     fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)

@@ -56,6 +56,9 @@ class Survey:
     cloze_instruction: str = DEFAULT_CLOZE_INSTRUCTION
     reverse_order: bool = False
     """List every scale from its last pole (a layout's answer order); SurveyFitness maps answers back."""
+    layouts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The file's own layout options (`layouts:` key): templates, option_formats, instructions and/or
+    personas that replace culturalign.survey.layouts' tables when layouts are drawn for this survey."""
 
     @property
     def num_answers(self) -> int:
@@ -134,6 +137,27 @@ def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     return data, str(path)
 
 
+LAYOUT_KEYS = ("templates", "option_formats", "instructions", "personas")
+
+
+def _layout_options(origin: str, raw: Any) -> dict[str, tuple[str, ...]]:
+    """The optional `layouts:` key: each of LAYOUT_KEYS a non-empty list of strings."""
+    if not isinstance(raw, dict) or set(raw) - set(LAYOUT_KEYS):
+        raise _fail(origin, f"`layouts` must map some of {list(LAYOUT_KEYS)} to lists of strings, got {raw!r:.80}")
+    out = {}
+    for key, values in raw.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(origin, f"layouts.{key} must be a non-empty list of strings, got {values!r:.80}")
+        out[key] = tuple(str(v) for v in values)
+    for t in out.get("templates", ()):
+        if "{question}" not in t or "{options}" not in t or set(re.findall(r"{(\w+)}", t)) - PLACEHOLDERS:
+            raise _fail(origin, f"layouts.templates: {t!r} must contain {{question}} and {{options}} and only {sorted(PLACEHOLDERS)}")
+    for f in out.get("option_formats", ()):
+        if "{number}" not in f or "{label}" not in f:
+            raise _fail(origin, f"layouts.option_formats: {f!r} must contain {{number}} and {{label}}")
+    return out
+
+
 def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
     """Load and validate a survey definition (built-in name or YAML path).
 
@@ -207,6 +231,7 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         if key in merged and "{label}" not in str(merged[key]):
             raise _fail(origin, f"{key} must contain {{label}}, got {merged[key]!r}")
     return Survey(
+        layouts=_layout_options(origin, merged.get("layouts") or {}),
         name=str(merged.get("name", Path(origin).stem)),
         framework=framework,
         template=template,

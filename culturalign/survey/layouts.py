@@ -121,22 +121,24 @@ def layout_split(seed: int) -> Split:
                            f"10000-19999 or test 20000+")
 
 
-def layout_from_seed(seed: int) -> Layout:
-    """The layout named `seed` (deterministic; independent of Python's hash seed)."""
+def layout_from_seed(seed: int, survey: Survey | None = None) -> Layout:
+    """The layout named `seed` (deterministic; independent of Python's hash seed). A survey file's own
+    `layouts:` options replace the tables above for the parts it names."""
     layout_split(seed)  # refuses a seed outside every split
+    own = survey.layouts if survey is not None else {}
     rng = random.Random(seed)
     return Layout(
         seed=seed,
-        template=rng.choice(TEMPLATES),
-        option_format=rng.choice(OPTION_FORMATS),
-        instruction=rng.choice(INSTRUCTIONS),
+        template=rng.choice(own.get("templates", TEMPLATES)),
+        option_format=rng.choice(own.get("option_formats", OPTION_FORMATS)),
+        instruction=rng.choice(own.get("instructions", INSTRUCTIONS)),
         labels=tuple((scale, rng.randrange(len(v) + 1)) for scale, v in sorted(LABEL_VARIANTS.items())),
         reverse=rng.random() < 0.5,
-        persona=rng.choice(PERSONAS),
+        persona=rng.choice(own.get("personas", PERSONAS)),
     )
 
 
-def sample_layouts(n: int, seed: int) -> list[Layout]:
+def sample_layouts(n: int, seed: int, survey: Survey | None = None) -> list[Layout]:
     """Layouts seed, seed+1, ..., seed+n-1, all in one split (a range that crosses a split is refused)."""
     if n < 0:
         raise CulturalignError(f"number of layouts must be >= 0, got {n}")
@@ -147,7 +149,7 @@ def sample_layouts(n: int, seed: int) -> list[Layout]:
         raise CulturalignError(f"layouts {seed}..{seed + n - 1} cross from the {first} split into the {last} "
                                f"split; pick a seed with all {n} layouts in one range (train 0-9999, "
                                f"development 10000-19999, test 20000+)")
-    return [layout_from_seed(seed + k) for k in range(n)]
+    return [layout_from_seed(seed + k, survey) for k in range(n)]
 
 
 def apply(survey: Survey, layout: Layout) -> Survey:
@@ -162,10 +164,11 @@ def apply(survey: Survey, layout: Layout) -> Survey:
         # Substitute only labels whose direction is known: the survey's own must be vsm13's.
         scales[name] = LABEL_VARIANTS[name][v - 1] if v and own == vsm13.get(name) else own
     K = survey.num_answers
+    # {K} in an instruction is the number of answers; other braces are left alone.
     template = layout.template if any(it.intro for it in survey.items) else layout.template.replace("{intro}\n\n", "")
     template = f"{layout.persona}\n\n{template}" if layout.persona else template
     return replace(survey, template=template, option_format=layout.option_format,
-                   instruction=layout.instruction.format(K=K), scales=scales, reverse_order=layout.reverse,
+                   instruction=layout.instruction.replace("{K}", str(K)), scales=scales, reverse_order=layout.reverse,
                    wording=f"{survey.wording}+layout{layout.seed}")
 
 
