@@ -54,6 +54,11 @@ class Survey:
     extra: dict[str, Any] = field(default_factory=dict)
     cloze_option_format: str = DEFAULT_CLOZE_OPTION_FORMAT
     cloze_instruction: str = DEFAULT_CLOZE_INSTRUCTION
+    reverse_order: bool = False
+    """List every scale from its last pole (a layout's answer order); SurveyFitness maps answers back."""
+    layouts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The file's own layout options (`layouts:` key): templates, option_formats, instructions and/or
+    personas that replace culturalign.survey.layouts' tables when layouts are drawn for this survey."""
 
     @property
     def num_answers(self) -> int:
@@ -66,7 +71,12 @@ class Survey:
     def labels(self, item: Item, reverse: bool = False) -> tuple[str, ...]:
         """The item's scale labels in the order they are listed (reversed when `reverse`)."""
         labels = self.scales[item.scale]
-        return labels[::-1] if reverse else labels
+        return labels[::-1] if self.flips(reverse) else labels
+
+    def flips(self, reverse: bool = False) -> bool:
+        """Whether answer r, asked with `reverse`, means K + 1 - r in the survey's own numbering: the
+        asked order and the wording's own order (`reverse_order`) each turn the list round once."""
+        return reverse != self.reverse_order
 
     def render(self, item: Item, reverse: bool = False, style: RenderStyle = "numbered") -> str:
         """The user message for one item; `reverse` lists the scale labels in the opposite order.
@@ -80,16 +90,18 @@ class Survey:
         listed = style == "listed"
         fmt = self.cloze_option_format if listed else self.option_format
         options = "\n".join(fmt.format(number=i + 1, label=lab) for i, lab in enumerate(self.labels(item, reverse)))
-        return self.template.format(question=item.text, options=options, intro=item.intro,
-                                    instruction=self.cloze_instruction if listed else self.instruction).strip()
+        return self.template.format(
+            question=item.text, options=options, intro=item.intro, instruction=self.cloze_instruction if listed else self.instruction
+        ).strip()
 
     def with_paraphrase(self, k: int) -> "Survey":
         """The survey asked with paraphrase k (0-based) of every item: an alternative wording."""
         missing = [it.id for it in self.items if len(it.paraphrases) <= k]
         if missing:
             which = "" if len(missing) == len(self.items) else f" for items {missing}"
-            raise CulturalignError(f"survey {self.name!r} has no paraphrase {k + 1}{which}; "
-                                   f"use a paraphrase number its file has (vsm13: 1..5)")
+            raise CulturalignError(
+                f"survey {self.name!r} has no paraphrase {k + 1}{which}; use a paraphrase number its file has (vsm13: 1..5)"
+            )
         items = tuple(replace(it, text=it.paraphrases[k], paraphrases=()) for it in self.items)
         return replace(self, items=items, wording=f"paraphrase{k + 1}")
 
@@ -125,6 +137,27 @@ def _read(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     if not isinstance(data, dict):
         raise _fail(str(path), "must be a YAML mapping with keys items, scales, formulas; see culturalign/survey/frameworks/vsm13.yaml")
     return data, str(path)
+
+
+LAYOUT_KEYS = ("templates", "option_formats", "instructions", "personas")
+
+
+def _layout_options(origin: str, raw: Any) -> dict[str, tuple[str, ...]]:
+    """The optional `layouts:` key: each of LAYOUT_KEYS a non-empty list of strings."""
+    if not isinstance(raw, dict) or set(raw) - set(LAYOUT_KEYS):
+        raise _fail(origin, f"`layouts` must map some of {list(LAYOUT_KEYS)} to lists of strings, got {raw!r:.80}")
+    out = {}
+    for key, values in raw.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(origin, f"layouts.{key} must be a non-empty list of strings, got {values!r:.80}")
+        out[key] = tuple(str(v) for v in values)
+    for t in out.get("templates", ()):
+        if "{question}" not in t or "{options}" not in t or set(re.findall(r"{(\w+)}", t)) - PLACEHOLDERS:
+            raise _fail(origin, f"layouts.templates: {t!r} must contain {{question}} and {{options}} and only {sorted(PLACEHOLDERS)}")
+    for f in out.get("option_formats", ()):
+        if "{number}" not in f or "{label}" not in f:
+            raise _fail(origin, f"layouts.option_formats: {f!r} must contain {{number}} and {{label}}")
+    return out
 
 
 def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
@@ -169,6 +202,7 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         if key in merged and "{label}" not in str(merged[key]):
             raise _fail(origin, f"{key} must contain {{label}}, got {merged[key]!r}")
     return Survey(
+        layouts=_layout_options(origin, merged.get("layouts") or {}),
         name=str(merged.get("name", Path(origin).stem)),
         framework=framework,
         template=template,
@@ -205,8 +239,15 @@ def _parse_items(items_raw: Any, scales: dict[str, tuple[str, ...]], origin: str
             raise _fail(origin, f"item #{n} needs keys id, text and scale, got {raw!r:.80}")
         if raw["scale"] not in scales:
             raise _fail(origin, f"item {raw['id']} uses scale {raw['scale']!r}, not one of {sorted(scales)}")
-        items.append(Item(int(raw["id"]), str(raw["text"]).strip(), str(raw["scale"]), str(raw.get("intro", "")).strip(),
-                          tuple(str(p).strip() for p in raw.get("paraphrases", []) or [])))
+        items.append(
+            Item(
+                int(raw["id"]),
+                str(raw["text"]).strip(),
+                str(raw["scale"]),
+                str(raw.get("intro", "")).strip(),
+                tuple(str(p).strip() for p in raw.get("paraphrases", []) or []),
+            )
+        )
     ids = [it.id for it in items]
     if ids != list(range(1, len(items) + 1)):
         raise _fail(origin, f"item ids must be 1..{len(items)} in order, got {ids}")

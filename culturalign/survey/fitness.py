@@ -369,8 +369,9 @@ class SurveyFitness:
         N, K = values.shape[0], self.K
         I, G = len(self.survey.items), len(self.groups)
         values = values.view(N, G, I)
-        # Reverse-order groups number the labels the other way round: answer r means K + 1 - r.
-        flip = torch.tensor([g.reverse for g in self.groups], device=values.device).view(1, G, 1)
+        # Reverse-order groups (and wordings laid out from the last pole) number the labels the other
+        # way round: answer r means K + 1 - r.
+        flip = torch.tensor([self.surveys[g.wording].flips(g.reverse) for g in self.groups], device=values.device).view(1, G, 1)
         values = torch.where(flip, K + 1 - values, values)
         if self.answering.mode == "generate":
             values = self._fill_unreadable(values)
