@@ -289,6 +289,43 @@ def plots(results: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _cdeval_section(results: dict, key: str, ctx: str) -> list[str]:
+    """Paper Table 1(a) layout, when CDEval was evaluated."""
+    if not results.get("cdeval"):
+        return []
+    cd = results["cdeval"]
+    fold = "all rows" if cd["fold"] is None else f"fold {cd['fold']} of {cd['folds']}"
+    return [
+        f"## CDEval (paper Table 1(a) layout): {ctx}",
+        "",
+        f"Accuracy toward the target's pole, {', '.join(f'{d} n={n}' for d, n in cd['n'].items())} "
+        f"({fold}, seed {cd['seed']}; `{cd['path']}`). high-first: the high pole is option 1 (CDEval's "
+        "fixed order); low-first: options swapped. A prompt that always answers 1 scores 1.0 in one "
+        "column and 0.0 in the other.",
+        "",
+        table_1a(results, key),
+        "",
+    ]
+
+
+def _open_answers_section(results: dict) -> list[str]:
+    """Each open-ended question with every prompt's answer, when --generate was on."""
+    if not results.get("questions"):
+        return []
+    parts = [
+        "## Open-ended answers",
+        "",
+        f"Greedy decoding, at most {results.get('generate_max_new_tokens')} new tokens; model "
+        f"`{results['model']['model_id']}`; the instruction baseline's persona is in the system turn.",
+        "",
+    ]
+    for q in results["questions"]:
+        parts += [f"**{q}**", "", "| prompt | answer |", "|---|---|"]
+        parts += [f"| {p['label']} | {_cell(p['generate'][q])} |" for p in results["prompts"]]
+        parts.append("")
+    return parts
+
+
 def markdown(results: dict, images: dict[str, str], reading: str) -> str:
     key = results["targets"][0]["key"]
     t = results["targets"][0]
@@ -349,32 +386,7 @@ def markdown(results: dict, images: dict[str, str], reading: str) -> str:
         f"![positions]({images['positions']})",
         "",
     ]
-    if results.get("cdeval"):
-        cd = results["cdeval"]
-        fold = "all rows" if cd["fold"] is None else f"fold {cd['fold']} of {cd['folds']}"
-        parts += [
-            f"## CDEval (paper Table 1(a) layout): {ctx}",
-            "",
-            f"Accuracy toward the target's pole, {', '.join(f'{d} n={n}' for d, n in cd['n'].items())} "
-            f"({fold}, seed {cd['seed']}; `{cd['path']}`). high-first: the high pole is option 1 (CDEval's "
-            "fixed order); low-first: options swapped. A prompt that always answers 1 scores 1.0 in one "
-            "column and 0.0 in the other.",
-            "",
-            table_1a(results, key),
-            "",
-        ]
-    if results.get("questions"):
-        parts += [
-            "## Open-ended answers",
-            "",
-            f"Greedy decoding, at most {results.get('generate_max_new_tokens')} new tokens; model "
-            f"`{results['model']['model_id']}`; the instruction baseline's persona is in the system turn.",
-            "",
-        ]
-        for q in results["questions"]:
-            parts += [f"**{q}**", "", "| prompt | answer |", "|---|---|"]
-            parts += [f"| {p['label']} | {_cell(p['generate'][q])} |" for p in results["prompts"]]
-            parts.append("")
+    parts += _cdeval_section(results, key, ctx) + _open_answers_section(results)
     parts += ["## Findings (computed from the tables)", ""] + [f"- {x}" for x in findings(results, key)] + [""]
     parts += ["## Runs compared", "", table_runs(results), ""]
     return "\n".join(parts)
