@@ -74,7 +74,8 @@ def test_heldout_config_is_the_documented_command(name: str, flags: str):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_no_config_pins_the_init_text(path):
     """The init text defaults to 'You are a person from <target>.', so `--target.country X` moves it too (#20.4)."""
-    cfg = build_parser().parse_args(["fit", "--config", str(path)])
+    argv = ["fit", "--config", str(path)]
+    cfg = build_parser(argv).parse_args(argv)
     assert cfg.fit.prompt.init_text is None
 
 
