@@ -2,7 +2,7 @@
 
 Every run is the public CLI (`python -m culturalign fit --config CONFIG <overrides> --run.seed S`),
 so a row of the table is a command anyone can paste. The study reads only what the run writes:
-the JSON line it prints at the end, meta.json and history.csv in its run folder. Results are
+the JSON line it prints at the end, meta.json and logs/metrics.csv in its run folder. Results are
 appended to `<root>/study.jsonl` as they finish, so an interrupted study continues where it
 stopped (finished (setting, seed) pairs are skipped) and the table can be rebuilt at any time.
 
@@ -63,12 +63,11 @@ def best_at(history: list[dict[str, float]], evaluations: int) -> float | None:
     return rows[-1]["best_loss"]
 
 
-def read_csv(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text().strip().splitlines()
-    head = lines[0].split(",")
-    return [dict(zip(head, map(float, ln.split(",")))) for ln in lines[1:]]
+def read_csv(run_dir: Path) -> list[dict[str, float]]:
+    """The run's per-generation metrics log (logs/metrics.csv), one dict per generation."""
+    from culturalign.blackbox.loop import read_history
+
+    return read_history(run_dir)
 
 
 def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
     if rc != 0 or final is None:
         raise SystemExit(f"{run_name} failed (exit {rc}); see {log}\n  {shlex.join(cmd)}")
     run_dir = Path(final["run_dir"])
-    history = read_csv(run_dir / "history.csv")
+    history = read_csv(run_dir)
     meta = json.loads((run_dir / "meta.json").read_text())
     base = final["no_prompt_loss"]
     return {
