@@ -29,8 +29,14 @@ def one_run(cmd: list[str], root: Path, name: str, threads: str | None, devices:
         extra += ["--launch.devices", str(devices), "--launch.accelerator", "cpu"]
     subprocess.run(cmd + extra, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     meta = json.loads((root / name / "meta.json").read_text())
-    rows = [list(map(float, ln.split(","))) for ln in (root / name / "history.csv").read_text().splitlines()[1:]]
-    steady = (rows[-1][1] - rows[0][1]) / (rows[-1][5] - rows[0][5]) if len(rows) > 1 else float("nan")
+    from culturalign.blackbox.loop import read_history
+
+    rows = read_history(root / name)  # the run's metrics log, one row per generation
+    steady = (
+        (rows[-1]["evaluations"] - rows[0]["evaluations"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
+        if len(rows) > 1
+        else float("nan")
+    )
     return {
         "evals": meta["evaluations"],
         "seconds": meta["seconds"],

@@ -36,7 +36,7 @@ for opt in $OPTIMIZERS; do
 done
 
 OPTIMIZERS="$OPTIMIZERS" SPACES="$SPACES" ROOT="$ROOT" PLOT="$PLOT" "$BIN/python" - <<'PY'
-"""One convergence plot (best loss against evaluations) and one table from the runs' history.csv."""
+"""One convergence plot (best loss against evaluations) and one table from the runs' metrics logs (logs/metrics.csv)."""
 import json
 import os
 from pathlib import Path

@@ -83,7 +83,7 @@ rows = ["| no prompt | | | " + " | ".join(f"{none[w]:.2f}" for w in wordings) + 
 for name, (label, trained) in runs.items():
     run_dir = root / name
     meta = json.loads((run_dir / "meta.json").read_text())
-    if (run_dir / "history.csv").is_file():  # black-box: best so far after each generation
+    if (run_dir / "logs" / "metrics.csv").is_file():  # black-box: best so far after each generation
         hist = read_history(run_dir)
         xs, ys = [0.0] + [h["seconds"] for h in hist], [meta["init_prompt"]["loss"]] + [h["best_loss"] for h in hist]
         work = f"{int(hist[-1]['evaluations'])} surveys"
