@@ -33,9 +33,7 @@ def one_run(cmd: list[str], root: Path, name: str, threads: str | None, devices:
 
     rows = read_history(root / name)  # the run's metrics log, one row per generation
     steady = (
-        (rows[-1]["evaluations"] - rows[0]["evaluations"]) / (rows[-1]["seconds"] - rows[0]["seconds"])
-        if len(rows) > 1
-        else float("nan")
+        (rows[-1]["evaluations"] - rows[0]["evaluations"]) / (rows[-1]["seconds"] - rows[0]["seconds"]) if len(rows) > 1 else float("nan")
     )
     return {
         "evals": meta["evaluations"],
