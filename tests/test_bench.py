@@ -156,7 +156,7 @@ def test_first_number_stop_rule_on_token_sequences():
 
 def test_stopping_at_the_first_number_keeps_the_parse(tiny_backbone):
     """Same cache, same batch: the stopped decode is a prefix of the 32-token decode, and parses the same."""
-    from culturalign.bench.survey_paths import left_pad
+    from culturalign.model.batching import pad_rows
     from culturalign.model.prefix_cache import decode_more, prefill_rows
     from culturalign.model.soft_prompt import init_prompt
     from culturalign.survey.definition import load_survey
@@ -165,7 +165,7 @@ def test_stopping_at_the_first_number_keeps_the_parse(tiny_backbone):
     bb = tiny_backbone
     fit = SurveyFitness(bb, load_survey("vsm13"), {"PDI": 72, "IDV": 48, "MAS": 43, "UAI": 64, "LTO": 27, "IVR": 14})
     tables = DigitTables.for_tokenizer(bb.tokenizer, bb.model.get_output_embeddings().weight.shape[0])
-    ids, mask = left_pad(fit.rows, bb.tokenizer.pad_token_id)
+    ids, mask = pad_rows(fit.rows, bb.tokenizer.pad_token_id)
     p = init_prompt(bb, 4, "random", seed=0).unsqueeze(0).expand(len(fit.rows), -1, -1)
     with torch.inference_mode():
         c1, l1, m1 = prefill_rows(bb, p, ids, mask)

@@ -24,22 +24,12 @@ import torch
 from culturalign.bench.first_number import DigitTables, decode_to_first_number
 from culturalign.bench.machine import peak_memory, reset_peak
 from culturalign.bench.timing import timed
+from culturalign.model.batching import pad_rows
 from culturalign.model.prefix_cache import decode_more, prefill_rows
 from culturalign.model.soft_prompt import prompted_logits
 from culturalign.survey.fitness import SurveyFitness, parse_answer
 
 Progress = Callable[[str], None]
-
-
-def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), each (len(rows), longest), padded on the left."""
-    S = max(len(r) for r in rows)
-    ids = torch.full((len(rows), S), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), S), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, S - len(r) :] = torch.tensor(r)
-        mask[i, S - len(r) :] = 1
-    return ids, mask
 
 
 def paper_generate(
@@ -49,7 +39,7 @@ def paper_generate(
     every row has produced EOS): (parsed answers, texts, decode steps). Input shape: prompt (T, d) or None.
     """
     bb = fitness.backbone
-    ids, mask = left_pad(rows, bb.tokenizer.pad_token_id)
+    ids, mask = pad_rows(rows, bb.tokenizer.pad_token_id)
     p = None if prompt is None else prompt.unsqueeze(0).expand(len(rows), -1, -1)
     with torch.inference_mode():
         cache, logits, full_mask = prefill_rows(bb, p, ids, mask)
@@ -67,7 +57,7 @@ def paper_first_number(
     row's decode steps, and the forward steps the batch ran.
     """
     bb, n = fitness.backbone, prompts.shape[0]
-    ids, mask = left_pad(rows, bb.tokenizer.pad_token_id)
+    ids, mask = pad_rows(rows, bb.tokenizer.pad_token_id)
     p = prompts.repeat_interleave(len(rows), 0)  # row i * len(rows) + j: candidate i, item j
     with torch.inference_mode():
         cache, logits, full_mask = prefill_rows(bb, p, ids.repeat(n, 1), mask.repeat(n, 1))
@@ -103,7 +93,7 @@ def no_reuse_answers(fitness: SurveyFitness, prompts: torch.Tensor) -> torch.Ten
             nc = n1 - n0
             for rows, _, _ in fitness.chunks:
                 r = len(rows)
-                ids, mask = left_pad([fitness.rows[int(j)] for j in rows], bb.tokenizer.pad_token_id)
+                ids, mask = pad_rows([fitness.rows[int(j)] for j in rows], bb.tokenizer.pad_token_id)
                 p = prompts[n0:n1].repeat_interleave(r, 0)  # row i*r + j: candidate n0+i, item rows[j]
                 logits = prompted_logits(bb, p, ids.repeat(nc, 1), mask.repeat(nc, 1), logits_to_keep=1)[:, -1]
                 probs = torch.softmax(logits.index_select(-1, answer_ids).float(), -1).view(nc, r, K)

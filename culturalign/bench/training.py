@@ -16,9 +16,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from culturalign.bench.survey_paths import left_pad
 from culturalign.bench.timing import sync
 from culturalign.model.backbone import Backbone
+from culturalign.model.batching import pad_rows
 from culturalign.model.chat import answer_token_ids
 from culturalign.model.soft_prompt import init_prompt
 from culturalign.survey.definition import Survey
@@ -31,7 +31,7 @@ def _batch(backbone: Backbone, survey: Survey, target: dict[str, float], constan
     exs = examples(survey, target, constants)[0][:batch_size]
     prefix, suffixes = tokenise(backbone.tokenizer, exs)
     batch = collate([(s, ex.label, ex.order) for s, ex in zip(suffixes, exs)], backbone.tokenizer.pad_token_id)
-    full_ids, full_mask = left_pad([prefix.tolist() + s for s in suffixes], backbone.tokenizer.pad_token_id)
+    full_ids, full_mask = pad_rows([prefix.tolist() + s for s in suffixes], backbone.tokenizer.pad_token_id)
     return prefix, batch, full_ids, full_mask
 
 

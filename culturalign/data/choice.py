@@ -16,7 +16,7 @@ import torch
 from culturalign.data.folds import interleave, stratified_folds
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
-from culturalign.model.batching import common_prefix_len, left_pad
+from culturalign.model.batching import common_prefix_len, pad_rows
 from culturalign.model.chat import chat_ids
 from culturalign.model.prefix_cache import prefill, suffix_last_logits
 from culturalign.model.soft_prompt import prompted_logits
@@ -42,7 +42,7 @@ def tokenise(tokenizer: Any, examples: list[ChoiceExample], system: str | None =
 
 def collate(rows: list[tuple[list[int], int, int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-pad suffixes so the last position is always a real token. Output shapes: (B, S) and (B,)."""
-    ids, mask = left_pad([r[0] for r in rows], pad_id)
+    ids, mask = pad_rows([r[0] for r in rows], pad_id)
     return {
         "input_ids": ids,
         "attention_mask": mask,

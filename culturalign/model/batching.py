@@ -1,4 +1,4 @@
-"""Token rows into batches: the one common-prefix and the one left-padding helper every path uses."""
+"""Token rows into batches: the one common-prefix and the one padding helper every path uses."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     return max(P, 0)
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), each (len(rows), longest row): padded on the left, so position -1 is always a real token."""
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (len(rows), longest row). Left padding keeps every row's last token in the last
+    column (its next-token logits); right padding keeps continuations aligned at their start."""
     S = max(len(r) for r in rows)
     ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), S), dtype=torch.long)
     for i, r in enumerate(rows):
-        if len(r):
-            ids[i, S - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, S - len(r) :] = 1
+        cols = slice(S - len(r), S) if left else slice(0, len(r))
+        ids[i, cols] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, cols] = 1
     return ids, mask

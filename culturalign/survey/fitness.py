@@ -29,6 +29,7 @@ import torch
 
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
+from culturalign.model.batching import common_prefix_len, pad_rows
 from culturalign.model.chat import answer_token_ids, chat_ids
 from culturalign.model.prefix_cache import continuation_logprobs, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
@@ -189,12 +190,7 @@ class SurveyFitness:
         self.labels = (
             [self._label_ids(self.surveys[g.wording], item, g.reverse) for g, item in specs] if self.answering.mode == "cloze" else []
         )
-        # Longest common token prefix of all rows (at least one suffix token must remain per row).
-        P = min(len(r) for r in rows) - 1
-        for j in range(P):
-            if any(r[j] != rows[0][j] for r in rows):
-                P = j
-                break
+        P = common_prefix_len(rows)  # at least one suffix token remains per row
         self.prefix_ids = torch.tensor(rows[0][:P], dtype=torch.long)
         self.rows = rows
         self.num_items_rows = len(self.groups) * len(self.survey.items)
@@ -203,10 +199,10 @@ class SurveyFitness:
         self.chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.chunk_labels: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         for part in length_buckets([len(x) for x in self.suffixes], self.answering.max_batch_rows, BUCKET_COST_TOKENS):
-            ids, mask = _pad([self.suffixes[j] for j in part], tok.pad_token_id, left=True)
+            ids, mask = pad_rows([self.suffixes[j] for j in part], tok.pad_token_id, left=True)
             self.chunks.append((torch.tensor(part, dtype=torch.long), ids, mask))
             if self.labels:  # label k of every row of the bucket, right-padded: fed after the row
-                self.chunk_labels.append([_pad([self.labels[j][k] for j in part], tok.pad_token_id, left=False) for k in range(self.K)])
+                self.chunk_labels.append([pad_rows([self.labels[j][k] for j in part], tok.pad_token_id, left=False) for k in range(self.K)])
 
     @property
     def num_rows(self) -> int:
@@ -432,19 +428,6 @@ def length_buckets(lengths: Sequence[int], max_rows: int, bucket_cost: int) -> l
         out.append(order[cut[j] : j])
         j = cut[j]
     return out[::-1]
-
-
-def _pad(seqs: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of shape (len(seqs), longest). Left padding keeps every row's last token in the
-    last column (its next-token logits); right padding keeps continuations aligned at their start."""
-    S = max(len(x) for x in seqs)
-    ids = torch.full((len(seqs), S), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), S), dtype=torch.long)
-    for i, x in enumerate(seqs):
-        cols = slice(S - len(x), S) if left else slice(0, len(x))
-        ids[i, cols] = torch.tensor(list(x), dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
 
 
 def parse_answer(text: str, num_answers: int = 5) -> float:
