@@ -28,8 +28,8 @@ from culturalign.errors import CulturalignError
 from culturalign.fit.launch import LaunchArgs, make_fabric, rank_zero_run_dir
 from culturalign.fit.run import FitContext, RunArgs, refuse_overlap
 from culturalign.optimizers.base import Optimizer
-from culturalign.survey.definition import load_survey
-from culturalign.survey.fitness import Answering
+from culturalign.survey.definition import Survey, load_survey
+from culturalign.survey.fitness import Answering, SurveyFitness
 from culturalign.survey.scoring import Scoring
 
 
@@ -64,20 +64,23 @@ def fit(
         groups: The optimizer's own option groups (`--search.*` for black-box optimizers; `--data.*`,
             `--cv.*`, `--sweep.*` for GD), as declared by its `fit` signature.
     """
-    _check_request(optimizer, survey)
-    ctx = _build_context(optimizer, model, prompt, survey, target, scoring, answering, run, launch, invocation)
+    # Every wording is read once: checked here, then turned into fitnesses once the backbone is loaded.
+    wordings = survey.wordings()
+    reported = {n: load_survey(n) for n in dict.fromkeys([*survey.heldout, *survey.validation])}
+    _check_request(optimizer, survey, wordings, reported)
+    ctx = _build_context(optimizer, model, prompt, survey, target, scoring, answering, run, launch, invocation, wordings, reported)
     return optimizer.fit(ctx, launch, **groups)
 
 
-def _check_request(optimizer: Optimizer, survey: SurveyArgs) -> None:
+def _check_request(optimizer: Optimizer, survey: SurveyArgs, wordings: list[Survey], reported: dict[str, Survey]) -> None:
     """Refuse contradictory requests before loading anything."""
     if overlap := set(survey.heldout) & set(survey.validation):
         raise CulturalignError(
             f"--survey.validation {sorted(overlap)} is also in --survey.heldout; a wording that picks "
             "the checkpoint is not held out: list it in one of the two"
         )
-    trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w for w in survey.wordings()}
-    refuse_overlap(trained, {n: load_survey(n) for n in [*survey.heldout, *survey.validation]})
+    trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w for w in wordings}
+    refuse_overlap(trained, reported)
     if survey.validation and not optimizer.uses_validation_wordings:
         raise CulturalignError(
             f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
@@ -96,6 +99,8 @@ def _build_context(
     run: RunArgs,
     launch: LaunchArgs,
     invocation: Invocation,
+    wordings: list[Survey],
+    reported: dict[str, Survey],
 ) -> FitContext:
     """Run folder, backbone, init prompt and fitnesses: what every method starts from."""
     from culturalign.model.soft_prompt import init_prompt
@@ -114,10 +119,10 @@ def _build_context(
     backbone = model.load(device=str(fabric.device) if on_fabric_device else None)
     init_text = prompt.init_text or f"You are a person from {tgt.name}."
     v0 = init_prompt(backbone, prompt.num_virtual_tokens, prompt.init, init_text, run.seed)
-    fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
+    fitness = build_fitness(backbone, wordings, tgt, scoring, answering)
 
-    def one(name: str) -> Any:
-        return build_fitness(backbone, [load_survey(name)], tgt, scoring, answering)
+    def one(name: str) -> SurveyFitness:
+        return build_fitness(backbone, [reported[name]], tgt, scoring, answering)
 
     meta = {
         **fitness.describe(),
