@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from culturalign.errors import CulturalignError
@@ -99,7 +100,7 @@ def optimizer_name(argv: list[str]) -> str:
         elif key == "--config":
             path = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
             try:
-                cfg = yaml.safe_load(open(path)) if path and os.path.isfile(path) else None
+                cfg = yaml.safe_load(Path(path).read_text()) if path and os.path.isfile(path) else None
             except yaml.YAMLError:
                 cfg = None  # the parser reports the broken file itself
             opt = cfg.get("optimizer") if isinstance(cfg, dict) else None

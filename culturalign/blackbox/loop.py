@@ -185,10 +185,11 @@ def _save_generation(ctx: FitContext, progress: _Progress, meta_base: dict[str, 
     _log_generation(fabric, h)
 
 
-def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search, fabric: Fabric | None = None) -> dict[str, Any]:
-    """Run (or resume) a black-box fit; returns the final summary written to meta.json."""
+def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) -> dict[str, Any]:
+    """Run (or resume) a black-box fit on ctx.fabric's ranks; returns the final summary written to meta.json."""
     from tqdm.auto import tqdm
 
+    fabric = ctx.fabric
     is_main = fabric is None or fabric.global_rank == 0
     emb_std = float(ctx.backbone.model.get_input_embeddings().weight.float().std())
     projection = Projection(search, ctx.v0, emb_std, ctx.seed)

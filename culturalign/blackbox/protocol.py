@@ -46,7 +46,7 @@ class BlackBoxOptimizer(Optimizer):
         """The shared ask-score-tell loop; `search` is the black-box-only option group (`--search.*`)."""
         from culturalign.blackbox.loop import run_blackbox
 
-        return run_blackbox(ctx, self, search, ctx.fabric)
+        return run_blackbox(ctx, self, search)
 
     @abstractmethod
     def setup(self, setup: SearchSetup) -> None:
