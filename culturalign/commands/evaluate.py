@@ -16,6 +16,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from culturalign.commands.invocation import Invocation
 from culturalign.errors import CulturalignError
 from culturalign.evaluate.candidates import BASELINES, Candidate, load_runs
 from culturalign.evaluate.candidates import baselines as make_baselines
+from culturalign.evaluate.card import CardArgs, build_splits, robustness_card, train_parts
 from culturalign.evaluate.cdeval import CdevalArgs, CdevalEval, accuracy, load_cdeval, select
 from culturalign.evaluate.generalisation import Administer, Wording, WordingArgs, build_wordings, losses
 from culturalign.evaluate.position import histogram
@@ -75,6 +77,7 @@ def evaluate(
     answering: Answering = Answering(),
     survey: WordingArgs = WordingArgs(),
     cdeval: CdevalArgs = CdevalArgs(),
+    card: CardArgs = CardArgs(),
     baselines: list[str] = list(BASELINES),  # noqa: B006
     num_virtual_tokens: int = DEFAULT_NUM_VIRTUAL_TOKENS,
     seed: int = 0,
@@ -97,6 +100,8 @@ def evaluate(
         answering: How the model answers (the same for every prompt).
         survey: Base wording, paraphrases, held-out wordings and the reversed scale.
         cdeval: CDEval accuracy in both option orders (needs a local CDEval.json).
+        card: Robustness report card (`--card.enabled true`): ratio to no prompt on train, development and
+            test wordings and layouts, each answer order alone, over seeds; rank among countries; format noise.
         baselines: Built-in prompts: none, instruction (one per target), random, vocab, text (untrained soft prompts).
         num_virtual_tokens: T of the untrained soft-prompt baselines.
         seed: Seed of the untrained soft prompts.
@@ -115,8 +120,11 @@ def evaluate(
         raise CulturalignError("nothing to evaluate: pass run directories and/or --baselines [none,instruction,...]")
     t0 = time.time()
     targets = resolve_targets(target)
+    # The card's wordings and layouts are checked before the model is loaded.
+    card_splits = build_splits(card, survey.base) if card.enabled else None
     backbone = model.load()
     candidates = load_runs(runs, backbone, force) + make_baselines(backbone, baselines, targets, num_virtual_tokens, seed)
+    card_trains = None if card_splits is None else train_parts(candidates, card, survey.base, card_splits)
     wordings = build_wordings(survey, answering.debias)
     ask = Administer(backbone, scoring, answering)
     cd_path = cdeval.resolved_path()
@@ -129,6 +137,12 @@ def evaluate(
         )
         for cand in candidates
     ]
+    card_record = None
+    if card_splits is not None and card_trains is not None:
+        t = time.time()
+        card_ask = Administer(backbone, scoring, replace(answering, debias=False))
+        card_record = robustness_card(candidates, card_ask, card, card_splits, card_trains, targets, scoring, target.source)
+        timing["card"] = time.time() - t
     timing["total"] = time.time() - t0
     results = {
         "command": _command_line(),
@@ -151,6 +165,7 @@ def evaluate(
         "questions": questions if generate else [],
         "generate_max_new_tokens": max_new_tokens,
         "prompts": prompts,
+        "card": card_record,
         "seconds": {k: round(v, 1) for k, v in timing.items()},
     }
     _emit(results, write_report(results, output, markdown), json_output)

@@ -19,6 +19,7 @@ import yaml
 
 from culturalign.checkpoint.format import write_json
 from culturalign.errors import CulturalignError
+from culturalign.evaluate.card_report import card_plot, card_section
 
 # The paper's Table 1(b) (VSM13 loss, LLaMA-3-8B-Instruct; absolute values depend on its constants).
 PAPER = {"no prompt": 14497, "instruction": 32196, "GD (synthetic VSM13)": 12032, "DE (VSM13)": 8497}
@@ -286,7 +287,7 @@ def plots(results: dict, out_dir: Path) -> dict[str, Path]:
     fig.tight_layout()
     fig.savefig(paths["positions"], dpi=120)
     plt.close(fig)
-    return paths
+    return {**paths, **card_plot(results, out_dir)}
 
 
 def _cdeval_section(results: dict, key: str, ctx: str) -> list[str]:
@@ -386,6 +387,7 @@ def markdown(results: dict, images: dict[str, str], reading: str) -> str:
         f"![positions]({images['positions']})",
         "",
     ]
+    parts += card_section(results, images)
     parts += _cdeval_section(results, key, ctx) + _open_answers_section(results)
     parts += ["## Findings (computed from the tables)", ""] + [f"- {x}" for x in findings(results, key)] + [""]
     parts += ["## Runs compared", "", table_runs(results), ""]
