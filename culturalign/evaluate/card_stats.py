@@ -162,8 +162,11 @@ def group_settings(prompts: Sequence[tuple[str, str, str | None]], explicit: Map
         g["folders"].append(Path(run_dir).name if run_dir else label)
     taken: set[str] = set()
     for g in groups.values():
-        label = g["label"] or setting_label(g["folders"])
-        # Two configs whose folders share a stem still get two names.
-        g["label"] = next(f"{label} ({k})" for k in range(2, len(groups) + 2) if f"{label} ({k})" not in taken) if label in taken else label
-        taken.add(g.pop("folders") and g["label"])
+        folders = g.pop("folders")
+        base = g["label"] or setting_label(folders)
+        label, k = base, 2
+        while label in taken:  # two configs whose folders share a stem still get two names
+            label, k = f"{base} ({k})", k + 1
+        g["label"] = label
+        taken.add(label)
     return list(groups.values())
