@@ -3,10 +3,12 @@
     culturalign evaluate checkpoints/de-sau checkpoints/gd-sau --output results
     culturalign evaluate checkpoints/de-sau --target SAU,USA,CHN,IND --generate true
     culturalign evaluate --output docs/results --markdown docs/results.md     # baselines only
+    culturalign evaluate checkpoints/gd-s0 checkpoints/gd-s1 --card.enabled true   # + robustness report card
 
 Writes `<output>/report.md`, `results.json`, `config.yaml` and PNG plots (dimensions, loss per
-wording, answer positions). `--markdown FILE` writes the same report there too (image links made
-relative to it), keeping any hand-written section between `<!-- reading -->` markers.
+wording, answer positions; card.png with `--card.enabled true`, see docs/evaluation.md).
+`--markdown FILE` writes the same report there too (image links made relative to it), keeping any
+hand-written section between `<!-- reading -->` markers.
 """
 
 from __future__ import annotations
