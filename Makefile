@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml plugins/cmaes/pyproject.toml plugins/pso/pyproject.toml
 install: $(STAMP)
 
 # The main job: Differential Evolution on the embedded CPU model, aligned with Saudi Arabia.
+# Extra `culturalign fit` flags go in ARGS, e.g. make run ARGS="--run.seed 1 --target.country USA".
+ARGS ?=
 run: $(STAMP)
-	$(BIN)/culturalign fit --config configs/de_cpu.yaml
+	$(BIN)/culturalign fit --config configs/de_cpu.yaml $(ARGS)
 
 # docs/results.md from every run folder under checkpoints/ plus the built-in baselines (see docs/results.md).
 RUNS ?= $(patsubst %/,%,$(dir $(wildcard checkpoints/*/adapter_model.safetensors)))
