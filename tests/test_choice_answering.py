@@ -181,3 +181,20 @@ def test_cli_evaluate_cdeval_in_cloze_mode(tiny_model_dir, tmp_path):
         assert rec["cloze"][dim]["p_high"] != pytest.approx(rec["logits"][dim]["p_high"])
     assert res["cloze"]["cdeval"]["answering"] == {"mode": "cloze", "calibrate": False, "show_options": True, "length_norm": "mean"}
     assert "each option's text as the reply (mean log-prob, options listed)" in (tmp_path / "cloze" / "report.md").read_text()
+
+
+def test_synthetic_and_statement_examples_carry_their_cloze_renderings():
+    from culturalign.data import synthetic
+    from culturalign.survey.definition import load_survey
+
+    survey = load_survey("vsm13")
+    sau = {"PDI": 72, "IDV": 48, "MAS": 43, "UAI": 64, "LTO": 27, "IVR": 14}
+    exs, _ = synthetic.examples(survey, sau, {d: 50.0 for d in survey.dimensions})
+    fwd, rev = exs[0], exs[1]
+    item = survey.items[0]
+    assert fwd.options == survey.labels(item) and rev.options == survey.labels(item, True)
+    assert fwd.listed == survey.render(survey.with_paraphrase(0).items[0], False, "listed")
+    assert all("N/A" in t and item.paraphrases[0] not in t for t in fwd.free) and fwd.options[0] in fwd.free[1]
+    rows, _ = cdeval.clean(cdeval.load_rows(str(FIXTURE))[0])
+    st = cdeval.statements(rows, "IVR", high=True)[0]
+    assert st.options == ("Yes", "No") and "- Yes\n- No\n" in st.listed and "1 for yes" in st.text
