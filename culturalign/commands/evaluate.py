@@ -163,6 +163,7 @@ def evaluate(
             "folds": cdeval.folds,
             "seed": cdeval.seed,
             "data_limit": cdeval.data_limit,
+            "answering": cd_eval.describe(),
         },
         "questions": questions if generate else [],
         "generate_max_new_tokens": max_new_tokens,

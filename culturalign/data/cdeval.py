@@ -7,7 +7,12 @@ or from a local JSON/CSV (`--data.path`, or the `CULTURALIGN_CDEVAL` environment
 
 Cleaning: exact duplicate questions (same dimension) are dropped, and leading list numbers
 ("2. How do you ...") are stripped. Every question is asked in both option orders, so a prompt
-that always answers "1" scores 50%; the answer is the option-number token.
+that always answers "1" scores 50%. The answer is the option-number token (`--answering.mode
+logits`) or each option's own text as the reply (`cloze`, the options listed without numbers or,
+with `--answering.show_options false`, not at all). The content-free twin of a pair (for
+`--answering.calibrate`) has "N/A" for the question and both options, so what it measures is the
+answer position's prior (logits) or each option text's prior as a reply (cloze), not a preference
+for one option's content, which is the very thing CDEval asks about.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from culturalign.data.choice import ChoiceExample
+from culturalign.data.choice import ChoiceExample, make_example
 from culturalign.errors import CulturalignError
+from culturalign.survey.definition import DEFAULT_CLOZE_INSTRUCTION
+from culturalign.survey.fitness import CONTENT_FREE
 
 HUB_ID = "Rykeryuhang/CDEval"
 ENV = "CULTURALIGN_CDEVAL"
@@ -30,6 +37,10 @@ LIST_NUMBER = re.compile(r"^\s*\d+\s*[.)]\s*")
 TEMPLATE = "{question}\n1. {first}\n2. {second}\nAnswer with a single number, 1 or 2."
 # --data.format statement: each option judged on its own (see `statements`).
 STATEMENT_TEMPLATE = "{question}\nProposed answer: {option}\nWould you give this answer? Answer with a single number: 1 for yes, 2 for no."
+# Cloze renderings (the survey's own cloze option format and instruction): no numbers to answer with.
+CLOZE_TEMPLATE = "{question}\n- {first}\n- {second}\n" + DEFAULT_CLOZE_INSTRUCTION
+STATEMENT_QUESTION = "{question}\nProposed answer: {option}\nWould you give this answer?"
+STATEMENT_ANSWERS = ("Yes", "No")
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
@@ -116,7 +127,7 @@ def examples(rows: list[dict[str, str]], dimension: str, high: bool) -> list[Cho
         hi, lo = row["Option 1"], row["Option 2"]
         for order, (first, second) in enumerate(((hi, lo), (lo, hi))):
             label = (0 if order == 0 else 1) if high else (1 if order == 0 else 0)
-            out.append(ChoiceExample(TEMPLATE.format(question=row["Question"], first=first, second=second), label, g, order, row["Domain"]))
+            out.append(make_example(_pair(row["Question"], first, second), (first, second), label, g, order, row["Domain"]))
     return out
 
 
@@ -133,8 +144,34 @@ def statements(rows: list[dict[str, str]], dimension: str, high: bool) -> list[C
     for g, row in enumerate(_dimension_rows(rows, dimension)):
         preferred, other = (row["Option 1"], row["Option 2"]) if high else (row["Option 2"], row["Option 1"])
         for order, option in enumerate((preferred, other)):
-            out.append(ChoiceExample(STATEMENT_TEMPLATE.format(question=row["Question"], option=option), order, g, order, row["Domain"]))
+            out.append(make_example(_statement(row["Question"], option), STATEMENT_ANSWERS, order, g, order, row["Domain"]))
     return out
+
+
+def _pair(question: str, first: str, second: str):
+    """render(style, content_free) of one pair in one order; content-free: "N/A" for the question and both options."""
+
+    def render(style: str, free: bool) -> str:
+        q, a, b = (CONTENT_FREE,) * 3 if free else (question, first, second)
+        if style == "bare":
+            return q
+        return (TEMPLATE if style == "numbered" else CLOZE_TEMPLATE).format(question=q, first=a, second=b)
+
+    return render
+
+
+def _statement(question: str, option: str):
+    """render(style, content_free) of one yes/no judgement; content-free: "N/A" for the question and the option."""
+
+    def render(style: str, free: bool) -> str:
+        q, o = (CONTENT_FREE,) * 2 if free else (question, option)
+        if style == "numbered":
+            return STATEMENT_TEMPLATE.format(question=q, option=o)
+        asked = STATEMENT_QUESTION.format(question=q, option=o)
+        listed = "\n".join(f"- {a}" for a in STATEMENT_ANSWERS)
+        return asked if style == "bare" else f"{asked}\n{listed}\n{DEFAULT_CLOZE_INSTRUCTION}"
+
+    return render
 
 
 def _dimension_rows(rows: list[dict[str, str]], dimension: str) -> list[dict[str, str]]:

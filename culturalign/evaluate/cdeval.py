@@ -8,21 +8,23 @@ option is the target country's pole (high if its score is >= 50, else low), per 
 
 Questions are rendered, selected and scored by the same functions as GD training on CDEval
 (`culturalign.data.cdeval.examples`, `culturalign.data.choice.select_questions` and
-`option_logits`), so `--cdeval.fold k --cdeval.folds K --cdeval.seed S --cdeval.data_limit N`
-sees exactly the test fold k of a GD run made with `--cv.folds K --run.seed S --data.limit N`.
+`option_logits`), in the `--answering.mode` (logits or cloze; generate mode reads the
+option-number probabilities, as logits does) with `--answering.calibrate`, so
+`--cdeval.fold k --cdeval.folds K --cdeval.seed S --cdeval.data_limit N` sees exactly the test fold k of a GD run made with
+`--cv.folds K --run.seed S --data.limit N`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from culturalign.data import cdeval as data
-from culturalign.data.choice import ChoiceExample, collate, limit_groups, option_logits, select_questions, tokenise
+from culturalign.data.choice import ChoiceExample, ChoiceRow, collate, limit_groups, option_logits, select_questions, tokenise_rows
 from culturalign.errors import CulturalignError
 from culturalign.evaluate.candidates import Candidate
 from culturalign.model.backbone import Backbone
@@ -94,26 +96,35 @@ class CdevalEval:
     """Ask candidates a CDEval subset in both option orders, scored exactly as GD training scores it."""
 
     def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering) -> None:
-        self.backbone, self.subset, self.answering = backbone, subset, answering
+        # Decoding two options gives a coin flip, not a probability: generate mode reads them as logits does.
+        self.answering = replace(answering, mode="logits") if answering.mode == "generate" else answering
+        self.backbone, self.subset = backbone, subset
         self.examples = [ex for exs in subset.values() for ex in exs]
-        self.answer_ids = torch.tensor(answer_token_ids(backbone.tokenizer, 2), dtype=torch.long)
+        ids = answer_token_ids(backbone.tokenizer, 2) if self.answering.mode == "logits" else None
+        self.answer_ids = None if ids is None else torch.tensor(ids, dtype=torch.long)
         tok = backbone.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self._rows: dict[str | None, tuple[torch.Tensor, list[list[int]]]] = {}
+        self._rows: dict[str | None, tuple[torch.Tensor, list[ChoiceRow]]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """How the options were scored (generate mode is read as logits)."""
+        a = self.answering
+        cloze = {"show_options": a.show_options, "length_norm": a.length_norm} if a.mode == "cloze" else {}
+        return {"mode": a.mode, "calibrate": a.calibrate, **cloze}
 
     @torch.no_grad()
     def probabilities(self, prompt: torch.Tensor | None, instruction: str | None) -> torch.Tensor:
         """(rows, 2) option probabilities of every example, in micro-batches of answering.max_batch_rows."""
         if instruction not in self._rows:
-            self._rows[instruction] = tokenise(self.backbone.tokenizer, self.examples, instruction)
-        prefix, suffixes = self._rows[instruction]
+            self._rows[instruction] = tokenise_rows(self.backbone.tokenizer, self.examples, instruction, self.answering)
+        prefix, rows = self._rows[instruction]
         p = None if prompt is None else prompt.to(self.backbone.device, self.backbone.dtype)
         step = self.answering.max_batch_rows
         parts = []
-        for a in range(0, len(suffixes), step):
-            batch = collate([(s, 0, 0) for s in suffixes[a : a + step]], self.pad_id)
+        for a in range(0, len(rows), step):
+            batch = collate(rows[a : a + step], self.pad_id)
             batch = {k: v.to(self.backbone.device) for k, v in batch.items()}
-            logits = option_logits(self.backbone, p, prefix.to(self.backbone.device), batch, self.answer_ids)
+            logits = option_logits(self.backbone, p, prefix.to(self.backbone.device), batch, self.answer_ids, self.answering)
             parts.append(logits.softmax(-1))
         return torch.cat(parts).cpu()
 

@@ -302,11 +302,21 @@ def _cdeval_section(results: dict, key: str, ctx: str) -> list[str]:
         f"Accuracy toward the target's pole, {', '.join(f'{d} n={n}' for d, n in cd['n'].items())} "
         f"({fold}, seed {cd['seed']}; `{cd['path']}`). high-first: the high pole is option 1 (CDEval's "
         "fixed order); low-first: options swapped. A prompt that always answers 1 scores 1.0 in one "
-        "column and 0.0 in the other.",
+        "column and 0.0 in the other." + _cdeval_answering(cd.get("answering")),
         "",
         table_1a(results, key),
         "",
     ]
+
+
+def _cdeval_answering(a: dict | None) -> str:
+    """How the options were scored, in words (absent from results written before cloze existed)."""
+    if not a:
+        return ""
+    how = "option-number tokens" if a["mode"] == "logits" else f"each option's text as the reply ({a['length_norm']} log-prob"
+    if a["mode"] == "cloze":
+        how += ", options listed)" if a["show_options"] else ", question alone)"
+    return f" Scored by {how}{', calibrated on a content-free question' if a['calibrate'] else ''}."
 
 
 def _open_answers_section(results: dict) -> list[str]:

@@ -8,8 +8,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from culturalign.data.choice import ChoiceExample, collate, tokenise
+from culturalign.data.choice import ChoiceExample, collate, tokenise_rows
 from culturalign.data.folds import FoldPlan
+from culturalign.survey.fitness import Answering
 
 
 class ChoiceDataModule(L.LightningDataModule):
@@ -24,13 +25,14 @@ class ChoiceDataModule(L.LightningDataModule):
         batch_size: int = 8,
         seed: int = 0,
         eval_batch_size: int | None = None,
+        answering: Answering | None = None,
     ) -> None:
         super().__init__()
         self.examples, self.plan, self.fold = examples, plan, fold
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size or 2 * batch_size, seed
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.prefix_ids, suffixes = tokenise(tokenizer, examples)
-        self.rows = [(s, ex.label, ex.order) for s, ex in zip(suffixes, examples)]
+        # Rows as `answering` asks them (numbered, or cloze with option texts; content-free twins to calibrate).
+        self.prefix_ids, self.rows = tokenise_rows(tokenizer, examples, None, answering)
         train, val, test = plan.split(fold)
         by_group: dict[int, list[int]] = {}
         for i, ex in enumerate(examples):

@@ -5,9 +5,10 @@ never registered as a submodule: Lightning checkpoints hold V and AdamW's state 
 `model.train()` never switches the LM out of eval mode, and DDP wraps V alone. What the prompt is
 trained on is an *objective*:
 
-- `ChoiceObjective`: cross-entropy over the option-number tokens ("1".."K") of labelled
-  multiple-choice rows (CDEval, synthetic VSM13). The template head shared by every row is run
-  once per batch and its KV cache repeated across the rows (same code as the survey fitness).
+- `ChoiceObjective`: cross-entropy over the K options of labelled multiple-choice rows (CDEval,
+  synthetic VSM13), scored as `--answering` says (`data.choice.option_logits`: the option-number
+  tokens, or each option's text as the reply in cloze mode, optionally calibrated). The template
+  head shared by every row is run once per batch and its KV cache repeated across the rows.
 - `SurveyObjective`: the shared `SurveyFitness` loss with gradients (`grad=True`), averaged over
   the training wordings, with optional dropout of wordings per step.
 """
@@ -24,19 +25,28 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from culturalign.data.choice import option_logits
 from culturalign.model.backbone import Backbone
+from culturalign.survey.fitness import Answering
 
 
 class ChoiceObjective:
     """Option logits for a batch of rows. Batch: input_ids, attention_mask (B, S), labels, order (B,)."""
 
-    def __init__(self, backbone: Backbone, prefix_ids: torch.Tensor, answer_ids: list[int]) -> None:
-        self.backbone, self.prefix_ids = backbone, prefix_ids
-        self.answer_ids = torch.tensor(answer_ids, dtype=torch.long)
-        self.num_classes = len(answer_ids)
+    def __init__(
+        self,
+        backbone: Backbone,
+        prefix_ids: torch.Tensor,
+        answer_ids: list[int] | None,
+        answering: Answering | None = None,
+        num_options: int | None = None,
+    ) -> None:
+        """answer_ids: the option-number tokens (logits mode); cloze mode needs only `num_options`."""
+        self.backbone, self.prefix_ids, self.answering = backbone, prefix_ids, answering or Answering()
+        self.answer_ids = None if answer_ids is None else torch.tensor(answer_ids, dtype=torch.long)
+        self.num_classes = num_options or len(answer_ids or ())
 
     def logits(self, prompt: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, K) fp32 logits of the option tokens at the answer position (the one scoring `evaluate` uses too)."""
-        return option_logits(self.backbone, prompt, self.prefix_ids, batch, self.answer_ids)
+        """(B, K) fp32 option scores (the one scoring `evaluate` uses too); the batch must be tokenised with the same answering."""
+        return option_logits(self.backbone, prompt, self.prefix_ids, batch, self.answer_ids, self.answering)
 
     def loss(self, prompt: torch.Tensor, batch: dict[str, torch.Tensor], stage: str, step: int) -> tuple[torch.Tensor, dict]:
         logits = self.logits(prompt, batch)

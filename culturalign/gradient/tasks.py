@@ -91,6 +91,9 @@ class ChoiceTask(Task):
     trained_wordings: dict[str, Survey] = field(default_factory=dict)  # survey wordings the examples are built from
 
     def check(self, ctx: FitContext) -> None:
+        from culturalign.data.choice import check_answering
+
+        check_answering(ctx.fitness.answering)
         refuse_overlap(self.trained_wordings, {n: f.survey for n, f in ctx.heldout.items()})
         if ctx.validation:
             raise CulturalignError(
@@ -108,13 +111,15 @@ class ChoiceTask(Task):
         from culturalign.gradient.datamodules import ChoiceDataModule
 
         assert plan is not None  # fold_plan always returns one for labelled data
-        return ChoiceDataModule(self.examples, ctx.backbone.tokenizer, plan, fold, batch_size, ctx.seed)
+        return ChoiceDataModule(self.examples, ctx.backbone.tokenizer, plan, fold, batch_size, ctx.seed, answering=ctx.fitness.answering)
 
     def objective(self, ctx: FitContext, dm: L.LightningDataModule, wording_dropout: float) -> Objective:
         from culturalign.gradient.module import ChoiceObjective
         from culturalign.model.chat import answer_token_ids
 
-        return ChoiceObjective(ctx.backbone, dm.prefix_ids, answer_token_ids(ctx.backbone.tokenizer, self.num_options))
+        answering = ctx.fitness.answering
+        ids = answer_token_ids(ctx.backbone.tokenizer, self.num_options) if answering.mode == "logits" else None
+        return ChoiceObjective(ctx.backbone, dm.prefix_ids, ids, answering, self.num_options)
 
     def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
         from culturalign.gradient.report import choice_table
