@@ -111,6 +111,17 @@ def refuse_overlap(trained: dict[str, Survey], reported: dict[str, Survey]) -> N
                 )
 
 
+def refuse_test_split(wordings: dict[str, Survey], role: str) -> None:
+    """A wording whose file puts it in the test split is only ever reported: never trained on, never
+    used to validate or select (docs/robustness.md). `role` says how the caller would use it."""
+    for name, survey in wordings.items():
+        if survey.wording_split == "test":
+            raise CulturalignError(
+                f"{name} ({survey.origin}) is in the test split and would be {role}; test wordings are only "
+                "reported (--survey.heldout): train on train wordings and validate on development ones (docs/robustness.md)"
+            )
+
+
 def result_summary(fitness: SurveyFitness, result: Any, i: int = 0) -> dict[str, Any]:
     """JSON-ready survey result for candidate i: dimensions, per-dimension error, loss."""
     dims = fitness.survey.dimensions
