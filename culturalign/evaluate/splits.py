@@ -66,4 +66,3 @@ def wording_splits(info: dict[str, Any], wordings: Sequence[Wording]) -> dict[st
         declared = replace(w.survey, wording="base").wording_split if w.kind == "reversed" else w.survey.wording_split
         out[w.label] = TRAIN if trained else (declared or UNDECLARED)
     return out
-
