@@ -99,6 +99,15 @@ def test_fit_refuses_a_test_wording_for_training_or_validation(tiny_model_dir, t
     assert not (tmp_path / "split").exists()  # refused before anything was written
 
 
+def test_fit_refuses_a_renamed_copy_of_a_test_wording(tiny_model_dir, tmp_path, capsys):
+    """Dropping `split: test` from a copy does not make its sentences trainable."""
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(_test_yaml_text().replace("name: vsm13_test", "name: mine").replace("split: test", ""))
+    message = cli_error(_fit(tiny_model_dir, tmp_path, "--survey.name", str(copy), "--survey.heldout", "[]"), capsys)
+    assert "sentences of vsm13_test" in message and "test split" in message
+    assert not (tmp_path / "split").exists()
+
+
 def test_fit_may_report_a_test_wording(tiny_model_dir, tmp_path):
     argv = _fit(tiny_model_dir, tmp_path, "--survey.heldout", "vsm13_test", "--data", "vsm13", "--optimizer.max_steps", "1")
     out = run(argv + ["--optimizer.epochs", "1", "--data.steps_per_epoch", "1", "--prompt.num_virtual_tokens", "2"])
