@@ -5,7 +5,8 @@ held-out wordings at every validation) and draws one panel per run: training-wor
 validation wording, and each held-out wording, divided by the no-prompt loss of the same wording;
 the dashed line is the 0.5x goal and the dot marks the returned checkpoint (the lowest validation
 loss, or the last step with --optimizer.select last). It also prints each held-out curve's lowest
-point and its value at the last validation.
+point and its value at the last validation. A reported wording whose file declares a split is
+labelled by it (`development vsm13@5`, `test vsm13_blocks`; docs/robustness.md), not "held-out".
 
     RUNS="sau-cos120-ema sau-cos120-ema-s1 usa-cos120-ema ind-cos120-ema chn-cos120-ema sau-5w-cos120"
     python experiments/heldout_curves.py $(printf 'checkpoints/gd-survey-%s ' $RUNS) --out docs/img/heldout_curves.png
@@ -16,6 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def label(name: str) -> str:
+    """A curve's legend: validation wordings as they are; others by their declared split."""
+    if name.startswith("validation"):
+        return name
+    from culturalign.errors import CulturalignError
+    from culturalign.survey.definition import load_survey
+
+    try:
+        split = load_survey(name).wording_split
+    except CulturalignError:  # a wording file that has moved since the run
+        split = None
+    return f"{split} {name}" if split in ("development", "test") else f"held-out {name}"
 
 
 def main() -> None:
@@ -43,7 +58,7 @@ def main() -> None:
             ax.plot(
                 steps,
                 [h["heldout"][name] / s["no_prompt"]["heldout"][name] for h in history],
-                label=name if name.startswith("validation") else f"held-out {name}",
+                label=label(name),
             )
         best = fold["best"]["step"]
         for name in s["no_prompt"]["heldout"]:  # the lowest point of each curve, for the text (not a result:

@@ -106,6 +106,18 @@ def evaluated(tiny_model_dir, tmp_path_factory):
     return root, out, md, results
 
 
+def test_each_prompt_records_the_split_of_each_wording(evaluated):
+    """The DE run was trained on the base wording only: that is `train`; vsm13_blocks (reported by
+    the run, never trained on) keeps its file's `test`; nothing it was trained on is called held out."""
+    root, out, md, results = evaluated
+    saved = json.loads((out / "results.json").read_text())
+    de, none = saved["prompts"][0], saved["prompts"][1]
+    assert de["splits"] == {"base": "train", "paraphrase 2": "train", "vsm13_blocks": "test", "reversed scale": "train"}
+    assert none["splits"]["vsm13_blocks"] == "test"
+    report = md.read_text()
+    assert "Split of each wording per prompt" in report and "| DE (de-tiny) | train | train | test | train |" in report
+
+
 def test_positional_run_dirs_become_the_runs_list():
     argv = expand_shorthands(["evaluate", "ck/de-sau", "ck/gd-sau", "--target", "SAU"])
     assert argv == ["evaluate", '--runs=["ck/de-sau", "ck/gd-sau"]', "--target.country", "SAU"]

@@ -347,7 +347,7 @@ def test_cli_survey_objective_multi_wording_with_heldout(tiny_model_dir, tmp_pat
     assert s["history"] and all(h["seconds"] > 0 for h in s["history"])  # for loss-against-time plots
     assert out["folds"][0]["global_step"] == 3
     text = (tmp_path / "sv" / "report.md").read_text()
-    assert "held-out vsm13_blocks" in text and "held-out vsm13@5" in text and "GD best" in text
+    assert "test vsm13_blocks" in text and "development vsm13@5" in text and "GD best" in text  # the files declare splits
 
 
 def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_dir, tmp_path):
@@ -377,7 +377,7 @@ def test_cli_survey_objective_picks_checkpoint_by_validation_wording(tiny_model_
     assert fold["best"]["epoch"] == history[val.index(min(val))]["epoch"]
     assert fold["best"]["val_loss"] == pytest.approx(min(val), rel=1e-4)
     head = (tmp_path / "va" / "report.md").read_text().splitlines()[0]
-    assert "| validation vsm13@4 |" in head and "held-out vsm13@5" in head
+    assert "| validation vsm13@4 |" in head and "development vsm13@5" in head
     for bad in (
         ["--data", "vsm13", "--survey.validation", "vsm13@5", "--survey.heldout", "vsm13@5"],  # both roles
         ["--data", "cdeval_ivr", "--data.path", str(FIXTURE), "--survey.validation", "vsm13@4"],

@@ -33,6 +33,7 @@ from culturalign.evaluate.card import CardArgs, build_splits, robustness_card, t
 from culturalign.evaluate.cdeval import CdevalArgs, CdevalEval, accuracy, load_cdeval, select
 from culturalign.evaluate.generalisation import Administer, Wording, WordingArgs, build_wordings, losses
 from culturalign.evaluate.position import histogram
+from culturalign.evaluate.splits import wording_splits
 from culturalign.model.backbone import Backbone
 from culturalign.model.soft_prompt import DEFAULT_NUM_VIRTUAL_TOKENS
 from culturalign.survey.fitness import Answering
@@ -221,6 +222,8 @@ def _evaluate_one(
         "run_dir": cand.run_dir,
         "instruction": cand.instruction,
         "info": cand.info,
+        # train (this prompt was trained on it) / development / test / held out, per wording label
+        "splits": wording_splits(cand.info, wordings),
         "survey": {},
     }
     dists = []

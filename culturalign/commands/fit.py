@@ -26,7 +26,7 @@ from culturalign.commands.common import (
 from culturalign.commands.invocation import Invocation
 from culturalign.errors import CulturalignError
 from culturalign.fit.launch import LaunchArgs, make_fabric, rank_zero_run_dir
-from culturalign.fit.run import FitContext, RunArgs, refuse_overlap
+from culturalign.fit.run import FitContext, RunArgs, refuse_overlap, refuse_test_split
 from culturalign.optimizers.base import Optimizer
 from culturalign.survey.definition import Survey, load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
@@ -80,6 +80,8 @@ def _check_request(optimizer: Optimizer, survey: SurveyArgs, wordings: list[Surv
             "the checkpoint is not held out: list it in one of the two"
         )
     trained = {w.name if w.wording == "base" else f"{survey.name}@{w.wording.removeprefix('paraphrase')}": w for w in wordings}
+    refuse_test_split(trained, "trained on")
+    refuse_test_split({n: reported[n] for n in survey.validation}, "used to validate and select (--survey.validation)")
     refuse_overlap(trained, reported)
     if survey.validation and not optimizer.uses_validation_wordings:
         raise CulturalignError(

@@ -135,6 +135,16 @@ def table_generalisation(results: dict, key: str, relative: bool = False) -> str
     return "\n".join(lines)
 
 
+def table_splits(results: dict[str, Any]) -> str:
+    """Markdown: the split of each wording column for each prompt."""
+    cols = [w["label"] for w in results["wordings"]]
+    lines = ["| prompt | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for p in results["prompts"]:
+        splits = p.get("splits") or {}
+        lines.append(f"| {p['label']} | " + " | ".join(splits.get(c, "-") for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def table_positions(results: dict) -> str:
     K = len(results["prompts"][0]["position"]["argmax"])
     lines = [
@@ -376,14 +386,20 @@ def markdown(results: dict, images: dict[str, str], reading: str) -> str:
     parts += [
         f"## Generalisation: {kind} loss per wording ({ctx})",
         "",
-        "Same 24 items and formulas; paraphrases 1-5 are synthetic rewordings, held-out files are other "
-        "wordings never optimised on, `reversed scale` lists the answer labels 5..1 (answers mapped back).",
+        "Same 24 items and formulas; paraphrases 1-5 are synthetic rewordings, other files are other "
+        "wordings, `reversed scale` lists the answer labels 5..1 (answers mapped back). The split of each "
+        "wording for each prompt is in the last table of this section: `train` where the prompt was trained on it.",
         "",
         table_generalisation(results, key),
         "",
         "Relative to no prompt on the same wording (< 1 = closer to the target than the bare model):",
         "",
         table_generalisation(results, key, relative=True),
+        "",
+        "Split of each wording per prompt (`train`: the prompt was trained on it, whatever its file "
+        "declares; otherwise the file's split, docs/robustness.md; `held out`: an undeclared file it never saw):",
+        "",
+        table_splits(results),
         "",
         f"![losses]({images['losses']})",
         "",

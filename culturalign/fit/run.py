@@ -13,7 +13,7 @@ import torch
 from culturalign.checkpoint.format import LAST, sanitise_run_name
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
-from culturalign.survey.definition import Survey
+from culturalign.survey.definition import BUILTIN, Survey, load_survey
 from culturalign.survey.fitness import SurveyFitness
 
 if TYPE_CHECKING:
@@ -109,6 +109,33 @@ def refuse_overlap(trained: dict[str, Survey], reported: dict[str, Survey]) -> N
                     f"trained on through {source}; drop it from --survey.heldout/--survey.validation "
                     "or train without that wording"
                 )
+
+
+def refuse_test_split(wordings: dict[str, Survey], role: str) -> None:
+    """A wording whose file puts it in the test split is only ever reported: never trained on, never
+    used to validate or select (docs/robustness.md). `role` says how the caller would use it. A file
+    that copies sentences of a built-in test wording is refused too, whatever it declares."""
+    test_texts = builtin_test_texts()
+    for name, survey in wordings.items():
+        copied = sorted({test_texts[it.text] for it in survey.items if it.text in test_texts})
+        if survey.wording_split == "test" or copied:
+            where = survey.origin if not copied else f"sentences of {', '.join(copied)}"
+            raise CulturalignError(
+                f"{name} ({where}) is in the test split and would be {role}; test wordings are only "
+                "reported (--survey.heldout): train on train wordings and validate on development ones (docs/robustness.md)"
+            )
+
+
+def builtin_test_texts() -> dict[str, str]:
+    """{item sentence: wording name} for every test wording shipped with the package."""
+    out: dict[str, str] = {}
+    for name in BUILTIN:
+        base = load_survey(name)
+        n = min((len(it.paraphrases) for it in base.items), default=0)
+        for k, wording in enumerate([base, *(base.with_paraphrase(j) for j in range(n))]):
+            if wording.wording_split == "test":
+                out.update({it.text: name if k == 0 else f"{name}@{k}" for it in wording.items})
+    return out
 
 
 def result_summary(fitness: SurveyFitness, result: Any, i: int = 0) -> dict[str, Any]:

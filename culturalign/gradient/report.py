@@ -11,12 +11,22 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None or v != v else f"{v:.{digits}f}"
 
 
+def column(ctx: FitContext, name: str) -> str:
+    """A reported wording's column: validation wordings (--survey.validation) picked the checkpoint, so
+    they are not called held-out; a held-out wording whose file declares a split is named by it
+    (`development vsm13@5`: it chose the protocol; `test vsm13_blocks`)."""
+    if name.startswith("validation "):
+        return name
+    fit = ctx.heldout.get(name)
+    split = fit.survey.wording_split if fit is not None else None
+    return f"{split} {name}" if split in ("development", "test") else f"held-out {name}"
+
+
 def survey_table(ctx: FitContext, r: dict[str, Any]) -> str:
     """No prompt, init and trained prompt on the training wordings and every held-out / validation wording."""
     s = r["survey"]
     names = list(s["after"]["heldout"])
-    # Validation wordings (--survey.validation) picked the checkpoint, so they are not called held-out.
-    head = "| prompt | training wordings loss | " + " | ".join(n if n.startswith("validation ") else f"held-out {n}" for n in names) + " |"
+    head = "| prompt | training wordings loss | " + " | ".join(column(ctx, n) for n in names) + " |"
     lines = [head, "|---|---|" + "---|" * len(names)]
     for label, row in (("no prompt", s["no_prompt"]), ("init prompt", s["before"]), ("GD best", s["after"])):
         lines.append(f"| {label} | {row['loss']:.2f} | " + " | ".join(f"{row['heldout'][n]:.2f}" for n in names) + " |")

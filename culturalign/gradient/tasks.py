@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 from culturalign.data.choice import ChoiceExample, limit_groups
 from culturalign.data.folds import FoldPlan
 from culturalign.errors import CulturalignError
-from culturalign.fit.run import FitContext, refuse_overlap
+from culturalign.fit.run import FitContext, refuse_overlap, refuse_test_split
 from culturalign.survey.definition import Survey
 from culturalign.survey.fitness import SurveyFitness
 
@@ -94,6 +94,7 @@ class ChoiceTask(Task):
         from culturalign.data.choice import check_answering
 
         check_answering(ctx.fitness.answering)
+        refuse_test_split(self.trained_wordings, "trained on")
         refuse_overlap(self.trained_wordings, {n: f.survey for n, f in ctx.heldout.items()})
         if ctx.validation:
             raise CulturalignError(

@@ -19,7 +19,12 @@ import yaml
 
 from culturalign.errors import CulturalignError
 
-BUILTIN = ("vsm13", "vsm13_blocks")
+BUILTIN = ("vsm13", "vsm13_blocks", "vsm13_test")
+# Train / development / test: what a wording may be used for (docs/robustness.md). A test wording is
+# only ever reported; `culturalign fit` refuses to train or validate on it.
+SPLITS = ("train", "development", "test")
+# Split keys describe a file's own sentences, so a wording file never inherits them from its framework.
+SPLIT_KEYS = ("split", "splits")
 PLACEHOLDERS = {"question", "options", "instruction", "intro"}
 RenderStyle = Literal["numbered", "listed", "bare"]
 # Cloze mode lists the options without numbers (a number would invite a number as the reply) and
@@ -59,6 +64,10 @@ class Survey:
     layouts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """The file's own layout options (`layouts:` key): templates, option_formats, instructions and/or
     personas that replace culturalign.survey.layouts' tables when layouts are drawn for this survey."""
+    split: str | None = None
+    """The file's `split:` key: the split of every wording it has (None: undeclared, no restriction)."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """The file's `splits:` key: the split of one wording (base, paraphrase1, ...), over `split`."""
 
     @property
     def num_answers(self) -> int:
@@ -67,6 +76,11 @@ class Survey:
     @property
     def dimensions(self) -> tuple[str, ...]:
         return tuple(self.formulas)
+
+    @property
+    def wording_split(self) -> str | None:
+        """The split of this wording (`splits[wording]`, else `split`); a layout keeps its wording's split."""
+        return self.splits.get(self.wording.split("+")[0], self.split)
 
     def labels(self, item: Item, reverse: bool = False) -> tuple[str, ...]:
         """The item's scale labels in the order they are listed (reversed when `reverse`)."""
@@ -178,7 +192,7 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
     base: dict[str, Any] = {}
     if framework in BUILTIN and origin != f"builtin:{framework}":
         base, _ = _read(framework)
-    merged = {**base, **{k: v for k, v in data.items() if v is not None}}
+    merged = {**{k: v for k, v in base.items() if k not in SPLIT_KEYS}, **{k: v for k, v in data.items() if v is not None}}
     for key in ("items", "scales", "formulas"):
         if key not in merged:
             raise _fail(origin, f"missing key {key!r}; add it or set `framework: vsm13` to inherit it")
@@ -203,6 +217,7 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
             raise _fail(origin, f"{key} must contain {{label}}, got {merged[key]!r}")
     return Survey(
         layouts=_layout_options(origin, merged.get("layouts") or {}),
+        **_splits(origin, merged, min((len(it.paraphrases) for it in items), default=0)),
         name=str(merged.get("name", Path(origin).stem)),
         framework=framework,
         template=template,
@@ -217,6 +232,20 @@ def load_survey(name_or_path: str | Path = "vsm13") -> Survey:
         source=str(merged.get("source", "")),
         origin=origin,
     )
+
+
+def _splits(origin: str, merged: dict[str, Any], n_paraphrases: int) -> dict[str, Any]:
+    """The optional `split:` (every wording) and `splits:` (per wording) keys, checked."""
+    split, splits = merged.get("split"), merged.get("splits") or {}
+    wordings = ["base", *(f"paraphrase{k}" for k in range(1, n_paraphrases + 1))]
+    if split is not None and split not in SPLITS:
+        raise _fail(origin, f"`split: {split}` is not one of {list(SPLITS)}; see docs/robustness.md")
+    if not isinstance(splits, dict):
+        raise _fail(origin, f"`splits` must map a wording ({', '.join(wordings[:3])}, ...) to one of {list(SPLITS)}, got {splits!r:.80}")
+    for wording, name in splits.items():
+        if wording not in wordings or name not in SPLITS:
+            raise _fail(origin, f"`splits: {{{wording}: {name}}}`: wording must be one of {wordings}, split one of {list(SPLITS)}")
+    return {"split": split, "splits": {str(k): str(v) for k, v in splits.items()}}
 
 
 def _parse_scales(scales_raw: Any, origin: str) -> dict[str, tuple[str, ...]]:

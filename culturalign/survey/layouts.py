@@ -194,3 +194,18 @@ def check_no_overlap(training: Sequence[Layout], reported: Sequence[Layout], rep
                 f"training uses layout {other} ({layout_split(other)}) with the same rendering; "
                 f"draw the reported layouts from the development or test seed range"
             )
+
+
+def check_layout_roles(training: Sequence[Layout], validation: Sequence[Layout] = (), reported: Sequence[Layout] = ()) -> None:
+    """What a fit over layouts calls before anything is written: a test-range layout is only ever
+    reported (never trained on, never used to validate or select), and no layout trained on is also
+    validated or reported on (docs/robustness.md)."""
+    for role, layouts in (("trained on", training), ("used to validate and select", validation)):
+        for L in layouts:
+            if layout_split(L.seed) == "test":
+                raise CulturalignError(
+                    f"layout {L.seed} is in the test range (20000+) and would be {role}; test layouts are "
+                    "only reported: train on seeds 0-9999 and validate on 10000-19999"
+                )
+    check_no_overlap(training, validation, "validation")
+    check_no_overlap(training, reported, "held out")
