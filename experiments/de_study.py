@@ -12,6 +12,7 @@ table reports: best loss / no-prompt loss, at fixed evaluation counts and at the
     python experiments/de_study.py --root /tmp/study --budget 160 --seeds 0 1 \
         --setting "base=" --setting "dim16=--search.dim 16" --setting "cr09=--optimizer.crossover 0.9"
     python experiments/de_study.py --root /tmp/study --table-only      # rebuild the table
+    python experiments/de_study.py --root /tmp/de --also /tmp/rs --table-only --plot band.png   # two studies, one table and plot
 
 On a shared machine pass `--lock FILE`: each run then holds an exclusive flock on FILE, so model
 jobs of several people run one at a time.
@@ -126,6 +127,14 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
     }
 
 
+def read_rows(root: Path) -> list[dict[str, Any]]:
+    """A study's finished runs (its study.jsonl), each tagged with the root its run folders are in."""
+    results = root / "study.jsonl"
+    if not results.is_file():
+        return []
+    return [{**json.loads(ln), "root": str(root)} for ln in results.read_text().splitlines() if ln.strip()]
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return "-"
@@ -158,6 +167,43 @@ def table(rows: list[dict[str, Any]], at: list[int]) -> str:
     return "\n".join(out)
 
 
+def curves(rows: list[dict[str, Any]]) -> dict[str, list[list[tuple[int, float]]]]:
+    """Per setting, one (evaluations, best / no-prompt) curve per seed, read from each run's metrics log."""
+    out: dict[str, list[list[tuple[int, float]]]] = {}
+    for r in rows:
+        history = read_csv(Path(r["root"]) / f"{r['setting']}-s{r['seed']}")
+        out.setdefault(r["setting"], []).append([(int(h["evaluations"]), h["best_loss"] / r["no_prompt_loss"]) for h in history])
+    return out
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    """Best-so-far ratio against evaluations: the mean over seeds as a line, the min-max over seeds as a band.
+
+    A seed's curve is a step function (the best only changes when a generation is scored), so each
+    is read at every evaluation count any seed logged; the band stops where the shortest seed stopped.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, runs in curves(rows).items():
+        end = min(c[-1][0] for c in runs if c)
+        grid = sorted({e for c in runs for e, _ in c if e <= end})
+        at = [[next(v for e, v in reversed(c) if e <= g) if c[0][0] <= g else c[0][1] for g in grid] for c in runs]
+        mean = [statistics.fmean(col) for col in zip(*at)]
+        (line,) = ax.plot(grid, mean, label=f"{name} (mean of {len(runs)} seeds)")
+        ax.fill_between(grid, [min(col) for col in zip(*at)], [max(col) for col in zip(*at)], color=line.get_color(), alpha=0.2)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("evaluations (candidate prompts scored)")
+    ax.set_ylabel("best loss / no-prompt loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for examples.")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="base config every setting overrides (default: configs/de_cpu.yaml)")
@@ -179,12 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         help="interpreter that has culturalign installed (may carry a wrapper: '/usr/bin/time -v python')",
     )
     ap.add_argument("--table-only", action="store_true", help="print the table from study.jsonl and exit")
+    ap.add_argument("--also", action="append", default=[], metavar="ROOT", help="another study's root whose rows join the table and plot")
+    ap.add_argument("--plot", default=None, metavar="PNG", help="write the convergence plot (mean over seeds, min-max band) here")
     args = ap.parse_args(argv)
 
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     results = root / "study.jsonl"
-    rows = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()] if results.is_file() else []
+    rows = read_rows(root)
     if not args.table_only:
         settings = [parse_setting(s) for s in args.setting] or [("config", [])]
         done = {(r["setting"], r["seed"]) for r in rows}
@@ -193,15 +241,19 @@ def main(argv: list[str] | None = None) -> int:
                 if (name, seed) in done:
                     continue
                 row = run_one(args, name, flags, seed)
-                rows.append(row)
                 with open(results, "a") as f:
                     f.write(json.dumps(row) + "\n")
+                rows.append({**row, "root": str(root)})
                 print(
                     f"{name} seed {seed}: {row['best_loss']:.2f} / {row['no_prompt_loss']:.2f} = {row['ratio']:.3f}x "
                     f"after {row['evaluations']} evaluations, {row['seconds']:.0f} s ({row['stop_reason']})",
                     flush=True,
                 )
+    for other in args.also:
+        rows += read_rows(Path(other))
     print(table(rows, args.at))
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 

@@ -56,6 +56,15 @@ def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_d
     assert len((tmp_path / "study.jsonl").read_text().splitlines()) == 2
     table = capsys.readouterr().out
     assert "| base |" in table and "| d4 |" in table and "ratio @8" in table
+    # A second study's rows join the table and the convergence plot (mean over seeds, min-max band).
+    other = tmp_path / "other"
+    assert study.main(["--root", str(other), "--budget", "8", "--seeds", "0", "1", "--setting", f"rs={tiny} --optimizer RS"]) == 0
+    capsys.readouterr()
+    png = tmp_path / "band.png"
+    assert study.main(["--root", str(tmp_path), "--also", str(other), "--table-only", "--at", "8", "--plot", str(png)]) == 0
+    assert "| rs |" in capsys.readouterr().out and png.stat().st_size > 1000
+    curves = study.curves(study.read_rows(other))
+    assert len(curves["rs"]) == 2 and all(c[-1][0] == 8 for c in curves["rs"])
 
 
 def test_best_at_reads_the_history_as_the_run_saw_it():
