@@ -20,6 +20,7 @@ at a time (the cache is cropped back in between), so no row is run more than onc
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from culturalign.model.chat import answer_token_ids, chat_ids
 from culturalign.model.prefix_cache import continuation_logprobs, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
 from culturalign.survey.definition import Item, Survey
+from culturalign.survey.readings import Combine
 from culturalign.survey.scoring import Scoring, indices, target_loss
 
 # Padding tokens cost as much as real ones; every extra bucket costs one more (smaller) forward
@@ -97,15 +99,17 @@ class Answering:
 
 @dataclass
 class FitnessResult:
-    """Per-candidate results. Shapes: N candidates, W wordings, G groups (wording x order), I items, D dims, K answers."""
+    """Per-candidate results. Shapes: N candidates, W wordings (a wording in a layout counts as one), G groups
+    (wording x answer order), I items, D dims, K answers."""
 
-    losses: torch.Tensor  # (N,)
+    losses: torch.Tensor  # (N,) the per-reading losses combined (see culturalign.survey.readings)
     indices: torch.Tensor  # (N, D), mean over wordings
-    answers: torch.Tensor  # (N, W, I) expected answer in the survey's own numbering
-    wording_losses: torch.Tensor  # (N, W)
+    answers: torch.Tensor  # (N, W, I) expected answer in the survey's own numbering, answer orders averaged
+    wording_losses: torch.Tensor  # (N, W) loss of each wording, its answer orders averaged (the pooled readings)
     distributions: torch.Tensor  # (N, G, I, K) answer probabilities as asked (reverse groups in their own order)
     invalid: torch.Tensor  # (N,) unparseable answers (generate mode)
     failed: torch.Tensor  # (N,) bool: non-finite model output
+    group_losses: torch.Tensor  # (N, G) loss of each group read alone: indices from that order's answers only
     texts: list[list[str]] = field(default_factory=list)  # generate mode: raw answers per candidate
 
 
@@ -130,6 +134,7 @@ class SurveyFitness:
         target: dict[str, float],
         scoring: Scoring | None = None,
         answering: Answering | None = None,
+        combine: Combine | None = None,
     ) -> None:
         self.backbone = backbone
         self.surveys = [surveys] if isinstance(surveys, Survey) else list(surveys)
@@ -150,9 +155,52 @@ class SurveyFitness:
         self.answering = answering or Answering()
         self.constants = self.scoring.constants_for(first)
         self.K = first.num_answers
+        self.combine = combine or Combine()
         self.groups = [_Group(w, r) for w in range(len(self.surveys)) for r in ((False, True) if self.answering.debias else (False,))]
         self.answer_ids = answer_token_ids(backbone.tokenizer, self.K) if self.answering.mode == "logits" else []
+        self._subsets: dict[tuple[int, ...], SurveyFitness] = {}
         self._tokenise()
+
+    # -- readings: what one loss is computed from (culturalign.survey.readings) -----------------
+    @property
+    def readings(self) -> list[list[int]]:
+        """The groups of each reading: a wording's answer orders together (pooled), or each group alone."""
+        if self.combine.reading == "per_order":
+            return [[g] for g in range(len(self.groups))]
+        return [[g for g, grp in enumerate(self.groups) if grp.wording == w] for w in range(len(self.surveys))]
+
+    @property
+    def num_readings(self) -> int:
+        return len(self.readings)
+
+    def reading_names(self) -> list[str]:
+        """One name per reading, e.g. `vsm13#paraphrase1+layout3` or, per order, `vsm13 (reverse)`."""
+        names = [s.origin.split(":")[-1] + (f"#{s.wording}" if s.wording != "base" else "") for s in self.surveys]
+        if self.combine.reading != "per_order":
+            return names
+        return [names[g.wording] + (" (reverse)" if self.surveys[g.wording].flips(g.reverse) else " (forward)") for g in self.groups]
+
+    def subset(self, readings: Sequence[int]) -> SurveyFitness:
+        """The same fitness over some of its readings (a training sample): same backbone, target, answering
+        and combination, only the drawn renderings tokenised and asked. Cached per selection."""
+        keep = sorted(set(readings))
+        if keep == list(range(self.num_readings)):
+            return self
+        if not keep or keep[0] < 0 or keep[-1] >= self.num_readings:
+            raise CulturalignError(f"readings {list(readings)} are not a non-empty selection of 0..{self.num_readings - 1}")
+        key = tuple(keep)
+        if key not in self._subsets:
+            groups = [self.groups[g] for r in keep for g in self.readings[r]]
+            wordings = sorted({g.wording for g in groups})
+            sub = copy.copy(self)
+            sub.surveys = [self.surveys[w] for w in wordings]
+            sub.groups = [_Group(wordings.index(g.wording), g.reverse) for g in groups]
+            sub._subsets = {}
+            sub._tokenise()
+            if len(self._subsets) >= 64:  # a step draws a fresh selection: keep the cache small
+                self._subsets.clear()
+            self._subsets[key] = sub
+        return self._subsets[key]
 
     # -- tokenise once -------------------------------------------------------------------------
     def _row_specs(self) -> tuple[list[tuple[_Group, Item]], list[int]]:
@@ -332,14 +380,19 @@ class SurveyFitness:
         # Unreadable answers stay NaN here: _summarise scores them against the candidate.
         return values.to(dev), dists.to(dev), invalid.to(dev) + bad.long().to(dev), texts
 
-    def _losses(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, G, I) answers in the survey's numbering -> per-wording answers, indices, losses."""
+    def _losses(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, G, I) answers in the survey's numbering -> per-wording answers (orders averaged), their
+        indices (N, W, D) and losses (N, W), each group's own loss (N, G), and the combined loss (N,)."""
         N, I = values.shape[0], len(self.survey.items)
         W, G = len(self.surveys), len(self.groups)
-        per_wording = values.view(N, W, G // W, I).mean(2).double()
+        # Orders averaged in the answers' dtype, then float64: what the pooled reading always computed.
+        per_wording = torch.stack([values[:, [g for g, grp in enumerate(self.groups) if grp.wording == w]].mean(1) for w in range(W)], 1)
+        per_wording = per_wording.double()
         idx = indices(per_wording.reshape(N * W, I), self.survey, self.constants).view(N, W, -1)
         wl = target_loss(idx.reshape(N * W, -1), self.survey.dimensions, self.target, self.scoring).view(N, W)
-        return per_wording, idx, wl
+        gidx = indices(values.double().reshape(N * G, I), self.survey, self.constants)
+        gl = target_loss(gidx, self.survey.dimensions, self.target, self.scoring).view(N, G)
+        return per_wording, idx, wl, gl, self.combine(gl if self.combine.reading == "per_order" else wl)
 
     def _fill_unreadable(self, values: torch.Tensor) -> torch.Tensor:
         """Generate mode: an unreadable answer (NaN) counts as whichever end of the scale, 1 or K,
@@ -356,7 +409,7 @@ class SurveyFitness:
         for g, i in missing.any(0).nonzero().tolist():
             lo, hi = values.clone(), values.clone()
             lo[:, g, i], hi[:, g, i] = 1.0, float(self.K)
-            worse = self._losses(hi)[2].mean(-1) > self._losses(lo)[2].mean(-1)
+            worse = self._losses(hi)[-1] > self._losses(lo)[-1]
             pick = torch.where(worse, float(self.K), 1.0).to(values.dtype)
             values[:, g, i] = torch.where(missing[:, g, i], pick, values[:, g, i])
         return values
@@ -371,12 +424,11 @@ class SurveyFitness:
         values = torch.where(flip, K + 1 - values, values)
         if self.answering.mode == "generate":
             values = self._fill_unreadable(values)
-        per_wording, idx, wl = self._losses(values)
-        losses = wl.mean(-1)
+        per_wording, idx, wl, gl, losses = self._losses(values)
         failed = ~torch.isfinite(losses) | (invalid.to(losses.device) > 0) & (self.answering.mode != "generate")
         if failed.any():
             losses = torch.where(failed, torch.full_like(losses, FAILED_LOSS), losses)
-        return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, texts)
+        return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, gl, texts)
 
     def require_answers(self, results: Sequence[FitnessResult], what: str) -> None:
         """Refuse to go on when no answer in any of `results` (first candidate) could be read in generate mode:
@@ -398,6 +450,7 @@ class SurveyFitness:
             "target": self.target,
             "constants": self.constants,
             "loss_kind": self.scoring.loss,
+            "readings": self.combine.record(),
             "loss_weights": self.scoring.weights,
             "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction", "calibrate")}
             | (

@@ -1,0 +1,135 @@
+"""Training over renderings (wording x layout x answer order) through the one SurveyFitness: per-reading
+losses and their combination, training layouts from the train split only, seeded draws of readings
+(GD batches, black-box common random numbers), and row micro-batches with gradients."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from culturalign.cli import run
+from culturalign.errors import CulturalignError
+from culturalign.model.soft_prompt import init_prompt
+from culturalign.survey.definition import load_survey
+from culturalign.survey.fitness import Answering, SurveyFitness
+from culturalign.survey.layouts import apply, sample_layouts
+from culturalign.survey.readings import Combine, draw_readings
+from culturalign.survey.scoring import Scoring
+
+SAU = {"PDI": 72, "IDV": 48, "MAS": 43, "UAI": 64, "LTO": 27, "IVR": 14}
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_backbone):
+    return torch.stack([init_prompt(tiny_backbone, 4, "random", seed=s) for s in range(3)])
+
+
+def fitness(backbone, surveys, debias=True, combine=None, **answering):
+    return SurveyFitness(backbone, surveys, SAU, Scoring(), Answering(debias=debias, **answering), combine)
+
+
+def test_per_order_loss_is_the_loss_of_that_order_asked_alone(tiny_backbone, prompts):
+    base = load_survey("vsm13")
+    both = fitness(tiny_backbone, base, combine=Combine("per_order"))(prompts)
+    forward = fitness(tiny_backbone, base, debias=False)(prompts)
+    reverse = fitness(tiny_backbone, replace(base, reverse_order=True), debias=False)(prompts)
+    assert torch.allclose(both.group_losses[:, 0], forward.losses, atol=1e-9)
+    assert torch.allclose(both.group_losses[:, 1], reverse.losses, atol=1e-9)
+    assert torch.allclose(both.losses, (forward.losses + reverse.losses) / 2, atol=1e-9)
+    # The pooled reading (the default) is another number: the orders' answers are averaged first.
+    pooled = fitness(tiny_backbone, base)(prompts)
+    assert torch.equal(pooled.losses, pooled.wording_losses[:, 0])
+    assert (pooled.losses - both.losses).abs().max() > 1e-6
+
+
+def test_default_reading_is_unchanged_and_one_order_reads_the_same_either_way(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13"), load_survey("vsm13").with_paraphrase(0)]
+    pooled = fitness(tiny_backbone, surveys)(prompts)
+    assert torch.equal(pooled.losses, pooled.wording_losses.mean(-1))  # what debias always computed
+    one_order = [fitness(tiny_backbone, surveys, debias=False, combine=Combine(r))(prompts) for r in ("pooled", "per_order")]
+    assert torch.equal(one_order[0].losses, one_order[1].losses)
+
+
+def test_max_and_mean_std_combinations(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13"), load_survey("vsm13").with_paraphrase(1)]
+    res = {how: fitness(tiny_backbone, surveys, combine=Combine("per_order", how, 0.5))(prompts) for how in ("mean", "max", "mean_std")}
+    g = res["mean"].group_losses
+    assert g.shape == (3, 4) and torch.allclose(res["mean"].losses, g.mean(-1))
+    assert (res["max"].losses >= res["mean"].losses).all() and torch.allclose(res["max"].losses, g.max(-1).values)
+    assert torch.allclose(res["mean_std"].losses, g.mean(-1) + 0.5 * g.std(-1, unbiased=False))
+
+
+def test_gradient_of_the_combined_loss_reaches_the_prompt(tiny_backbone, prompts):
+    f = fitness(tiny_backbone, load_survey("vsm13"), combine=Combine("per_order", "max"))
+    p = prompts[0].clone().requires_grad_(True)
+    f(p, grad=True).losses[0].backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_a_subset_scores_its_readings_as_the_whole_pool_does(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13")] + [apply(load_survey("vsm13"), L) for L in sample_layouts(2, 0)]
+    whole = fitness(tiny_backbone, surveys, combine=Combine("per_order"))
+    assert whole.num_readings == 6 and whole.subset(range(6)) is whole
+    res, part = whole(prompts), whole.subset([4, 1])
+    assert part is whole.subset([1, 4]) and part.num_readings == 2  # cached, order-free
+    assert part.reading_names() == [whole.reading_names()[1], whole.reading_names()[4]]
+    assert torch.allclose(part(prompts).group_losses, res.group_losses[:, [1, 4]], atol=1e-4)
+    pooled = fitness(tiny_backbone, surveys)
+    assert pooled.num_readings == 3 and pooled.subset([2]).num_rows == 2 * 24  # a pooled reading keeps both orders
+    with pytest.raises(CulturalignError, match="not a non-empty selection"):
+        whole.subset([6])
+
+
+def test_draws_are_seeded_sized_and_never_empty():
+    draws = [draw_readings(10, seed=3, step=s, sample=4) for s in range(20)]
+    assert all(len(d) == 4 and d == sorted(set(d)) for d in draws)
+    assert draws == [draw_readings(10, seed=3, step=s, sample=4) for s in range(20)]  # same seed, same draws
+    assert len({tuple(d) for d in draws}) > 10  # a fresh draw each step
+    assert draws != [draw_readings(10, seed=4, step=s, sample=4) for s in range(20)]
+    assert draw_readings(3, 0, 5, sample=8) == [0, 1, 2] and draw_readings(3, 0, 5) == [0, 1, 2]
+    dropped = [draw_readings(4, seed=1, step=s, dropout=0.9) for s in range(50)]
+    assert all(dropped) and len({tuple(d) for d in dropped}) > 1
+
+
+def test_reading_and_combination_names_are_checked():
+    with pytest.raises(CulturalignError, match="survey.combine='median'"):
+        Combine("pooled", "median")
+    with pytest.raises(CulturalignError, match="survey.reading='each'"):
+        Combine("each")
+
+
+def _fit(tiny_model_dir, root, *extra):
+    return run(
+        [
+            "fit",
+            "--model",
+            str(tiny_model_dir),
+            "--model.dtype",
+            "float32",
+            "--prompt.num_virtual_tokens",
+            "4",
+            "--survey.heldout",
+            "[]",
+            "--run.root",
+            str(root),
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed, split", [(10_000, "development"), (20_000, "test")])
+def test_training_on_a_development_or_test_layout_is_refused(tiny_model_dir, tmp_path, capsys, seed, split):
+    with pytest.raises(SystemExit) as exc:
+        _fit(tiny_model_dir, tmp_path, "--survey.layouts", "2", "--survey.layouts_seed", str(seed))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--survey.layouts_seed {seed} is a {split} layout" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "de-sau").exists()  # refused before a run folder or a model load
+
+
+def test_survey_command_points_to_its_own_layout_options(tiny_model_dir, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(["survey", "--model", str(tiny_model_dir), "--survey.layouts", "2"])
+    assert exc.value.code == 2 and "--layouts N --layouts_seed S" in capsys.readouterr().err
