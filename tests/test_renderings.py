@@ -133,3 +133,74 @@ def test_survey_command_points_to_its_own_layout_options(tiny_model_dir, capsys)
     with pytest.raises(SystemExit) as exc:
         run(["survey", "--model", str(tiny_model_dir), "--survey.layouts", "2"])
     assert exc.value.code == 2 and "--layouts N --layouts_seed S" in capsys.readouterr().err
+
+
+# -- black-box: common random numbers ---------------------------------------------------------------
+POP = 4
+SAMPLED = ["--survey.layouts", "2", "--survey.reading", "per_order", "--answering.debias", "true", "--survey.sample", "2"]
+
+
+def _blackbox(tiny_model_dir, root, name, generations, resume="false", *extra):
+    return _fit(
+        tiny_model_dir,
+        root,
+        "--optimizer",
+        "DE",
+        "--optimizer.popsize",
+        str(POP),
+        "--search.dim",
+        "8",
+        "--search.budget",
+        str(POP * generations),
+        "--run.seed",
+        "3",
+        "--run.name",
+        name,
+        "--run.resume",
+        resume,
+        *SAMPLED,
+        *extra,
+    )
+
+
+def test_every_candidate_of_a_generation_is_scored_on_one_draw_redrawn_each_generation(tiny_model_dir, tmp_path, monkeypatch):
+    calls: list[tuple[tuple[str, ...], int]] = []
+    scored = SurveyFitness.__call__
+
+    def spy(self, prompts, grad=False):
+        calls.append((tuple(self.reading_names()), 1 if prompts is None or prompts.dim() == 2 else prompts.shape[0]))
+        return scored(self, prompts, grad)
+
+    monkeypatch.setattr(SurveyFitness, "__call__", spy)
+    # 2 candidates per forward (48 rows each): a generation of 4 candidates + the incumbent is 3 calls.
+    out = _blackbox(tiny_model_dir, tmp_path, "crn", 3, "false", "--answering.max_batch_rows", "96")
+    pool = calls[0][0]  # the no-prompt baseline is read on the whole pool: 3 wordings-in-layouts x 2 orders
+    assert len(pool) == 6 and out["sample"] == 2 and out["search"]["sample"] == 2
+    sampled = [c for c in calls if len(c[0]) == 2]
+    assert [n for _, n in sampled] == [2, 2, 1] * 3  # POP candidates and the incumbent, nothing else
+    draws = [sampled[3 * g][0] for g in range(3)]
+    for g in range(3):
+        assert {names for names, _ in sampled[3 * g : 3 * g + 3]} == {draws[g]}  # one draw per generation
+        assert list(draws[g]) == [pool[r] for r in draw_readings(6, seed=3, step=g + 1, sample=2)]
+    assert len(set(draws)) > 1  # redrawn between generations
+    assert out["best"]["loss"] == pytest.approx(float(out["best_loss"]))  # the final report is on the whole pool
+
+
+def _outcome(run_dir):
+    import json
+
+    from safetensors.torch import load_file
+
+    from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
+
+    meta = json.loads((run_dir / "meta.json").read_text())
+    rows = [[r[c] for c in HISTORY_COLUMNS if c != "seconds"] for r in read_history(run_dir)]
+    return meta["best_loss"], load_file(str(run_dir / "adapter_model.safetensors"))["prompt_embeddings"], rows
+
+
+def test_resume_of_a_sampled_blackbox_run_is_bit_identical(tiny_model_dir, tmp_path):
+    _blackbox(tiny_model_dir, tmp_path, "whole", 3)
+    _blackbox(tiny_model_dir, tmp_path, "split", 1)
+    _blackbox(tiny_model_dir, tmp_path, "split", 3, "true")
+    (loss_a, prompt_a, hist_a), (loss_b, prompt_b, hist_b) = _outcome(tmp_path / "whole"), _outcome(tmp_path / "split")
+    assert len(hist_a) == 3 and hist_a == hist_b and loss_a == loss_b and torch.equal(prompt_a, prompt_b)

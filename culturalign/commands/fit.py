@@ -135,6 +135,7 @@ def _build_context(
         "seed": run.seed,
         "target": target_record(tgt),
         "world_size": fabric.world_size,
+        "sample": survey.sample,
     }
     return FitContext(
         backbone,
@@ -150,4 +151,5 @@ def _build_context(
         # pick the checkpoint, so they are read the way training reads.
         validation={n: one(n, survey.combination()) for n in survey.validation},
         fabric=fabric,
+        sample=survey.sample,
     )
