@@ -204,3 +204,56 @@ def test_resume_of_a_sampled_blackbox_run_is_bit_identical(tiny_model_dir, tmp_p
     _blackbox(tiny_model_dir, tmp_path, "split", 3, "true")
     (loss_a, prompt_a, hist_a), (loss_b, prompt_b, hist_b) = _outcome(tmp_path / "whole"), _outcome(tmp_path / "split")
     assert len(hist_a) == 3 and hist_a == hist_b and loss_a == loss_b and torch.equal(prompt_a, prompt_b)
+
+
+# -- GD: a fresh draw of (wording, layout, order) per step --------------------------------------------
+def test_gd_on_layouts_runs_end_to_end_from_the_cli(tiny_model_dir, tmp_path):
+    out = _fit(
+        tiny_model_dir,
+        tmp_path,
+        "--optimizer",
+        "GD",
+        "--optimizer.precision",
+        "32-true",
+        "--optimizer.lr",
+        "0.3",
+        "--optimizer.epochs",
+        "1",
+        "--data",
+        "vsm13",
+        "--data.steps_per_epoch",
+        "3",
+        *SAMPLED,
+        "--survey.combine",
+        "max",
+        "--answering.max_grad_rows",
+        "16",
+        "--run.name",
+        "gd-layouts",
+    )
+    assert out["survey"] == ["builtin:vsm13", "builtin:vsm13#base+layout0", "builtin:vsm13#base+layout1"]
+    assert out["readings"] == {"reading": "per_order", "combine": "max"} and out["sample"] == 2
+    s = out["folds"][0]["survey"]
+    assert out["folds"][0]["global_step"] == 3 and s["after"]["loss"] > 0 and s["no_prompt"]["loss"] > 0
+
+
+def test_gd_refuses_two_ways_of_thinning_a_step(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _fit(tiny_model_dir, tmp_path, "--optimizer", "GD", "--survey.sample", "2", "--optimizer.wording_dropout", "0.3")
+    assert exc.value.code == 2 and "use one of them" in capsys.readouterr().err
+
+
+# -- micro-batches with gradients -------------------------------------------------------------------
+@pytest.mark.parametrize("mode, calibrate", [("logits", True), ("cloze", False)])
+def test_micro_batched_gradient_equals_the_one_graph_gradient(tiny_backbone, prompts, mode, calibrate):
+    surveys = load_survey("vsm13")
+    grads, losses = [], []
+    for limit in (0, 13):  # 13 rows per piece: pieces end inside buckets and cross the answer orders
+        f = fitness(tiny_backbone, surveys, combine=Combine("per_order", "mean_std"), mode=mode, calibrate=calibrate, max_grad_rows=limit)
+        p = prompts[1].clone().requires_grad_(True)
+        loss = f(p, grad=True).losses[0]
+        loss.backward()
+        grads.append(p.grad)
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)

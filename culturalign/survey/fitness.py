@@ -76,6 +76,10 @@ class Answering:
     seed: int = 0
     max_batch_rows: int = 192
     """Memory budget: at most this many (candidate x item) rows per forward."""
+    max_grad_rows: int = 0
+    """Memory budget with gradients (GD on the survey): when a call has more rows than this, the rows run in
+    micro-batches of at most this many whose activations are recomputed in the backward pass (one more
+    forward), so peak memory no longer grows with the number of rows. 0 = no limit (one graph for all rows)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("logits", "generate", "cloze"):
@@ -88,6 +92,8 @@ class Answering:
             )
         if self.max_batch_rows < 1 or self.max_new_tokens < 1:
             raise CulturalignError("answering.max_batch_rows and answering.max_new_tokens must be >= 1")
+        if self.max_grad_rows < 0:
+            raise CulturalignError(f"answering.max_grad_rows={self.max_grad_rows} must be >= 0 (0 = no limit)")
 
     @property
     def style(self) -> str:
@@ -300,8 +306,8 @@ class SurveyFitness:
             logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
             yield k, c, logits, full_mask, rows, nc, r
 
-    def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int) -> torch.Tensor:
-        """Log-probabilities over the K answers of each row of bucket k: (nc * r, K), as listed.
+    def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int, piece: slice = slice(None)) -> torch.Tensor:
+        """Log-probabilities over the K answers of each row of bucket k (or of its rows `piece`): (nc * r, K), as listed.
 
         logits: the answer-number tokens' logits, renormalised over the K numbers. cloze: each
         label text's log-likelihood as the reply (after the row, sharing its cache), summed or
@@ -312,12 +318,45 @@ class SurveyFitness:
             return logits.index_select(-1, answer_ids).float().log_softmax(-1)
         scores = []
         for ids, lmask in self.chunk_labels[k]:
-            ids, lmask = ids.repeat(nc, 1), lmask.repeat(nc, 1)
+            ids, lmask = ids[piece].repeat(nc, 1), lmask[piece].repeat(nc, 1)
             lp = continuation_logprobs(self.backbone, cache, mask, logits, ids, lmask).sum(-1)
             if self.answering.length_norm == "mean":
                 lp = lp / lmask.sum(-1).to(lp.device)
             scores.append(lp)
         return torch.stack(scores, dim=-1).log_softmax(-1)
+
+    def _scored_buckets(self, prompts: torch.Tensor | None, n0: int, n1: int):
+        """Yield (row indices, (nc, r, K) answer log-probabilities) for candidates n0..n1, bucket by bucket.
+
+        With gradients and more rows than `answering.max_grad_rows`, each piece of a bucket is an
+        activation checkpoint: its forward keeps only its K log-probabilities per row and the backward
+        pass recomputes it, one piece at a time. The gradient is the same (each piece's share of the
+        loss gradient flows back through its own recomputed graph, into the shared prefix and V), and
+        peak memory is one piece's graph plus the prefix cache, whatever the number of rows.
+        """
+        nc, limit = n1 - n0, self.answering.max_grad_rows
+        if not (torch.is_grad_enabled() and prompts is not None and limit and nc * self.num_rows > limit):
+            for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
+                yield rows, self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+            return
+        from torch.utils.checkpoint import checkpoint
+
+        cache, L = prefill(self.backbone, prompts[n0:n1], self.prefix_ids, nc)
+        step = max(1, limit // nc)
+        for k, (rows, _, _) in enumerate(self.chunks):
+            for a in range(0, len(rows), step):
+                piece = slice(a, a + step)
+                lp = checkpoint(self._piece_scores, cache, L, k, piece, nc, use_reentrant=False)
+                yield rows[piece], lp.view(nc, -1, self.K)
+
+    def _piece_scores(self, cache, L: int, k: int, piece: slice, nc: int) -> torch.Tensor:
+        """(nc * r, K) answer log-probabilities of rows `piece` of bucket k after the prefix cache, which is
+        copied, never extended in place: the backward pass recomputes this from the same cache."""
+        _, ids, mask = self.chunks[k]
+        ids, mask = ids[piece], mask[piece]
+        c = expand_cache(self.backbone, cache, ids.shape[0])
+        logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
+        return self._answer_scores(k, c, logits, full_mask, nc, piece)
 
     def _row_log_probs(self, prompts, N) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, rows, K) answer log-probabilities in row order, and (N,) bool: non-finite output."""
@@ -326,8 +365,7 @@ class SurveyFitness:
         blocks = []  # per candidate chunk: (nc, R, K) in row order
         for n0, n1 in self._candidate_chunks(N):
             parts, order = [], []
-            for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
-                lp = self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+            for rows, lp in self._scored_buckets(prompts, n0, n1):
                 bad[n0:n1] |= ~torch.isfinite(lp).all(-1).all(-1)
                 parts.append(torch.nan_to_num(lp, nan=0.0, posinf=0.0, neginf=-1e4))
                 order.append(rows)
