@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -184,16 +185,17 @@ def test_prefix_cached_choice_logits_match_plain_forward(tiny_backbone):
 
 
 def test_survey_objective_wording_dropout_is_seeded_and_never_empty():
-    obj = SurveyObjective([object()] * 4, ["a", "b", "c", "d"], dropout=0.9, seed=1)
+    obj = SurveyObjective(SimpleNamespace(num_readings=4), dropout=0.9, seed=1)
     kept = [obj.kept(step) for step in range(50)]
     assert all(k for k in kept) and kept == [obj.kept(step) for step in range(50)]
     assert len({tuple(k) for k in kept}) > 1
-    assert SurveyObjective([object()] * 3, ["a", "b", "c"], dropout=0.0).kept(7) == [0, 1, 2]
+    assert SurveyObjective(SimpleNamespace(num_readings=3), dropout=0.0).kept(7) == [0, 1, 2]
+    assert [len(SurveyObjective(SimpleNamespace(num_readings=6), sample=2).kept(s)) for s in range(5)] == [2] * 5
 
 
 def test_regularisers(tiny_backbone):
     v0 = init_prompt(tiny_backbone, 3, "random")
-    m = SoftPromptModule(tiny_backbone, v0, SurveyObjective([], []), init_penalty=1.0, norm_penalty=0.5)
+    m = SoftPromptModule(tiny_backbone, v0, SurveyObjective(None), init_penalty=1.0, norm_penalty=0.5)
     assert torch.isclose(m.regulariser(), 0.5 * v0.square().sum(-1).mean())
     with torch.no_grad():
         m.prompt.add_(1.0)

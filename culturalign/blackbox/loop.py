@@ -5,6 +5,12 @@ Lightning Fabric for processes and loggers: rank 0 asks, the population is broad
 scores whole micro-batches of it with the shared fitness, losses are all-gathered, rank 0 tells
 and checkpoints. Micro-batch boundaries are the same for any number of ranks, so 1 and N
 processes give bit-identical losses, and so identical runs.
+
+With `--survey.sample K` each generation is scored on K readings drawn from the training pool by
+(run seed, generation) (common random numbers: every candidate on the same draw, redrawn each
+generation). Losses of different generations are then on different draws, so the incumbent is
+re-scored with each generation's candidates and kept unless one of them beats it on that draw; the
+final report scores the last incumbent on the whole pool.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.plots import convergence, dimension_bars
 from culturalign.survey.fitness import SurveyFitness
+from culturalign.survey.readings import draw_readings
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
@@ -67,10 +74,14 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | None = None) -> np.ndarray:
-    """Losses of N prompts, split over ranks by whole micro-batches (same boundaries on any world size)."""
+def score_population(
+    ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | None = None, fitness: SurveyFitness | None = None
+) -> np.ndarray:
+    """Losses of N prompts under `fitness` (default ctx.fitness), split over ranks by whole micro-batches
+    (same boundaries on any world size)."""
+    fitness = fitness or ctx.fitness
     N = prompts.shape[0]
-    per = max(1, ctx.fitness.answering.max_batch_rows // ctx.fitness.num_rows)
+    per = max(1, fitness.answering.max_batch_rows // fitness.num_rows)
     chunks = [(a, min(N, a + per)) for a in range(0, N, per)]
     world = 1 if fabric is None else fabric.world_size
     rank = 0 if fabric is None else fabric.global_rank
@@ -79,7 +90,7 @@ def score_population(ctx: FitContext, prompts: torch.Tensor, fabric: Fabric | No
     out = torch.full((slots,), float("nan"), dtype=torch.float64)
     pos = 0
     for a, b in mine:
-        out[pos : pos + b - a] = ctx.fitness(prompts[a:b]).losses.cpu()
+        out[pos : pos + b - a] = fitness(prompts[a:b]).losses.cpu()
         pos += per
     if world == 1:
         gathered = out.unsqueeze(0)
@@ -142,12 +153,28 @@ def _stop_reason(search: Search, progress: _Progress, started: float, stop: _Sto
     return "interrupted" if stop.signal is not None else None
 
 
+def generation_fitness(ctx: FitContext, generation: int) -> SurveyFitness:
+    """What generation g (1-based) is scored on: the whole training pool, or `ctx.sample` readings drawn
+    from it by (run seed, g) alone, so every rank and a resumed run score it on the same draw."""
+    if not ctx.sample:
+        return ctx.fitness
+    return ctx.fitness.subset(draw_readings(ctx.fitness.num_readings, ctx.seed, generation, sample=ctx.sample))
+
+
 def _score_generation(
     ctx: FitContext, projection: Projection, z: np.ndarray, progress: _Progress, fabric: Fabric | None, started: float
 ) -> tuple[np.ndarray, bool]:
     """Score one generation on every rank; update best and history. Returns (losses, improved)."""
     prompts = projection.to_prompts(z)
-    losses = score_population(ctx, prompts, fabric)
+    fitness = generation_fitness(ctx, len(progress.history) + 1)
+    if fitness is ctx.fitness:
+        losses = score_population(ctx, prompts, fabric)
+    else:
+        # Common random numbers: every candidate is scored on this generation's draw, and so is the
+        # incumbent, in the same batch; its loss on an earlier draw is not comparable, so a candidate
+        # replaces it only by beating it here. best_loss is the incumbent's loss on this draw.
+        scored = score_population(ctx, torch.cat([prompts, progress.best_prompt.unsqueeze(0).to(prompts)]), fabric, fitness)
+        losses, progress.best_loss = scored[:-1], float(scored[-1])
     if not np.isfinite(losses).all():
         raise CulturalignError("fitness returned NaN for some candidates; this is a bug, please report it")
     progress.evaluations += len(losses)
@@ -203,7 +230,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
         **ctx.meta,
         "baseline": result_summary(ctx.fitness, baseline),
         "init_prompt": result_summary(ctx.fitness, init),
-        "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget},
+        "search": {"space": search.space, "dim": projection.dim, "sigma": search.sigma, "budget": search.budget, "sample": ctx.sample},
     }
     if is_main:
         (ctx.run_dir / CONFIG).write_text(ctx.config_yaml)
@@ -365,4 +392,4 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     return [by_generation[g] for g in sorted(by_generation)]
 
 
-__all__ = ["run_blackbox", "score_population", "read_history"]
+__all__ = ["run_blackbox", "score_population", "generation_fitness", "read_history"]

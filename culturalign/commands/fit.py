@@ -30,6 +30,7 @@ from culturalign.fit.run import FitContext, RunArgs, refuse_overlap, refuse_test
 from culturalign.optimizers.base import Optimizer
 from culturalign.survey.definition import Survey, load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
+from culturalign.survey.readings import Combine
 from culturalign.survey.scoring import Scoring
 
 
@@ -83,6 +84,7 @@ def _check_request(optimizer: Optimizer, survey: SurveyArgs, wordings: list[Surv
     refuse_test_split(trained, "trained on")
     refuse_test_split({n: reported[n] for n in survey.validation}, "used to validate and select (--survey.validation)")
     refuse_overlap(trained, reported)
+    survey.training_layouts(wordings[0])  # a layout seed outside the train split is refused before loading
     if survey.validation and not optimizer.uses_validation_wordings:
         raise CulturalignError(
             f"--survey.validation {survey.validation} picks a GD checkpoint; {optimizer.name} keeps the "
@@ -121,10 +123,10 @@ def _build_context(
     backbone = model.load(device=str(fabric.device) if on_fabric_device else None)
     init_text = prompt.init_text or f"You are a person from {tgt.name}."
     v0 = init_prompt(backbone, prompt.num_virtual_tokens, prompt.init, init_text, run.seed)
-    fitness = build_fitness(backbone, wordings, tgt, scoring, answering)
+    fitness = build_fitness(backbone, survey.training_surveys(wordings), tgt, scoring, answering, survey.combination())
 
-    def one(name: str) -> SurveyFitness:
-        return build_fitness(backbone, [reported[name]], tgt, scoring, answering)
+    def one(name: str, combine: Combine | None = None) -> SurveyFitness:
+        return build_fitness(backbone, [reported[name]], tgt, scoring, answering, combine)
 
     meta = {
         **fitness.describe(),
@@ -135,6 +137,7 @@ def _build_context(
         "seed": run.seed,
         "target": target_record(tgt),
         "world_size": fabric.world_size,
+        "sample": survey.sample,
     }
     return FitContext(
         backbone,
@@ -146,6 +149,9 @@ def _build_context(
         run.seed,
         run.resume,
         heldout={n: one(n) for n in survey.heldout},
-        validation={n: one(n) for n in survey.validation},
+        # Held-out wordings are reported in the standard reading (orders pooled, mean); validation wordings
+        # pick the checkpoint, so they are read the way training reads.
+        validation={n: one(n, survey.combination()) for n in survey.validation},
         fabric=fabric,
+        sample=survey.sample,
     )

@@ -9,6 +9,7 @@ import torch
 
 from culturalign.checkpoint.format import load_prompt
 from culturalign.commands.common import ModelArgs, SurveyArgs, TargetArgs, backbone_record, build_fitness, target_record
+from culturalign.errors import CulturalignError
 from culturalign.fit.run import format_table, result_summary
 from culturalign.survey.fitness import Answering
 from culturalign.survey.layouts import Layout, apply, layout_split, sample_layouts
@@ -50,10 +51,15 @@ def survey(
             10000-19999, test 20000+).
     """
     tgt = target.resolve()  # bad input fails before the (slow) model load
+    if survey.layouts or survey.sample:
+        raise CulturalignError(
+            "--survey.layouts and --survey.sample choose what `culturalign fit` trains on; to ask sampled "
+            "layouts here use --layouts N --layouts_seed S"
+        )
     sampled = sample_layouts(layouts, layouts_seed, survey.wordings()[0] if layouts else None)
     backbone = model.load()
     prompt = load_prompt(ckpt, backbone, force)[0] if ckpt else None
-    fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering)
+    fitness = build_fitness(backbone, survey.wordings(), tgt, scoring, answering, survey.combination())
     result = fitness(prompt)
     fitness.require_answers([result], f"{backbone.model_id}" + (f" with {ckpt}" if ckpt else ""))
     summary = result_summary(fitness, result)
@@ -115,7 +121,7 @@ def _layouts(
         return None
     rows = []
     for layout in sampled:
-        fitness = build_fitness(backbone, [apply(w, layout) for w in survey.wordings()], tgt, scoring, answering)
+        fitness = build_fitness(backbone, [apply(w, layout) for w in survey.wordings()], tgt, scoring, answering, survey.combination())
         result = fitness(prompt)
         rows.append(
             {

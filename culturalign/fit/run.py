@@ -53,6 +53,7 @@ class FitContext:
     heldout: dict[str, SurveyFitness] = field(default_factory=dict)
     validation: dict[str, SurveyFitness] = field(default_factory=dict)  # GD on the survey: picks the checkpoint
     fabric: Fabric | None = None  # black-box runs: processes, broadcast/all_gather and the run's loggers
+    sample: int = 0  # readings drawn per GD step / black-box generation (culturalign.survey.readings); 0 = all
     started: float = field(default_factory=time.time)
 
 

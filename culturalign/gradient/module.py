@@ -9,8 +9,8 @@ trained on is an *objective*:
   synthetic VSM13), scored as `--answering` says (`data.choice.option_logits`: the option-number
   tokens, or each option's text as the reply in cloze mode, optionally calibrated). The template
   head shared by every row is run once per batch and its KV cache repeated across the rows.
-- `SurveyObjective`: the shared `SurveyFitness` loss with gradients (`grad=True`), averaged over
-  the training wordings, with optional dropout of wordings per step.
+- `SurveyObjective`: the shared `SurveyFitness` loss with gradients (`grad=True`) over the training
+  pool (wordings x layouts x answer orders), on a fresh seeded draw of its readings each step.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from culturalign.data.choice import option_logits
 from culturalign.model.backbone import Backbone
 from culturalign.survey.fitness import Answering
+from culturalign.survey.readings import draw_readings
 
 
 class ChoiceObjective:
@@ -54,7 +55,9 @@ class ChoiceObjective:
 
 
 class SurveyObjective:
-    """Mean survey loss over wordings; in training each wording is dropped with probability `dropout`.
+    """The training fitness's loss. A training step uses the readings `kept(step)` draws from its pool
+    (`sample` of them, or each dropped with probability `dropout`: GD's wording_dropout; see
+    culturalign.survey.readings); validation and test score the whole pool.
 
     `validation` wordings (never trained on), when given, are the validation loss, so the best
     checkpoint is picked by wordings the prompt has not fitted rather than by the training ones.
@@ -63,29 +66,25 @@ class SurveyObjective:
     num_classes = None
 
     def __init__(
-        self, fitnesses: list[Any], names: list[str], dropout: float = 0.0, seed: int = 0, validation: dict[str, Any] | None = None
+        self, fitness: Any, dropout: float = 0.0, seed: int = 0, validation: dict[str, Any] | None = None, sample: int = 0
     ) -> None:
-        self.fitnesses, self.names, self.dropout, self.seed = fitnesses, names, dropout, seed
+        self.fitness, self.dropout, self.seed, self.sample = fitness, dropout, seed, sample
         self.validation = dict(validation or {})
 
     def kept(self, step: int) -> list[int]:
-        """Wordings used at this step (seeded by step, so a resumed run drops the same ones); never none."""
-        if self.dropout <= 0 or len(self.fitnesses) == 1:
-            return list(range(len(self.fitnesses)))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        keep = (torch.rand(len(self.fitnesses), generator=gen) >= self.dropout).nonzero().flatten().tolist()
-        return keep or [int(torch.randint(len(self.fitnesses), (1,), generator=gen))]
+        """Readings used at this step (seeded by step, so a resumed run draws the same ones); never none."""
+        return draw_readings(self.fitness.num_readings, self.seed, step, self.sample, self.dropout)
 
     def loss(self, prompt: torch.Tensor, batch: Any, stage: str, step: int) -> tuple[torch.Tensor, dict]:
         if stage == "train":
-            losses = [self.fitnesses[w](prompt, grad=True).losses[0] for w in self.kept(step)]
-            return torch.stack(losses).mean().float(), {}
-        fits, names = (
-            (list(self.validation.values()), list(self.validation)) if stage == "val" and self.validation else (self.fitnesses, self.names)
-        )
+            return self.fitness.subset(self.kept(step))(prompt, grad=True).losses[0].float(), {}
         with torch.no_grad():
-            losses = [f(prompt.detach()).losses[0].float() for f in fits]
-        return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(names, losses)}
+            if stage == "val" and self.validation:
+                losses = [f(prompt.detach()).losses[0].float() for f in self.validation.values()]
+                return torch.stack(losses).mean(), {f"wording/{n}": v for n, v in zip(self.validation, losses)}
+            res = self.fitness(prompt.detach())
+        names = [n.split(":")[-1] for n in self.fitness.describe()["survey"]]
+        return res.losses[0].float(), {f"wording/{n}": v.float() for n, v in zip(names, res.wording_losses[0])}
 
 
 class SoftPromptModule(L.LightningModule):
@@ -157,7 +156,10 @@ class SoftPromptModule(L.LightningModule):
         return reg
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, _ = self.objective.loss(self.prompt, batch, "train", self.global_step)
+        # One draw key per batch: the optimizer step, and the batch within it when gradients accumulate
+        # (so accumulated batches of the survey objective see different draws, not one draw k times).
+        accumulate = self.trainer.accumulate_grad_batches
+        loss, _ = self.objective.loss(self.prompt, batch, "train", self.global_step * accumulate + batch_idx % accumulate)
         bs = _batch_size(batch)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
         reg = self.regulariser()

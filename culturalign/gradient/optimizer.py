@@ -61,7 +61,8 @@ class GD(Optimizer):
         grad_clip: Clip the gradient norm to this value (0 = off).
         norm_penalty: Add norm_penalty * mean squared token norm of the prompt.
         init_penalty: Add init_penalty * mean squared per-token distance to the init prompt.
-        wording_dropout: Survey objective: drop each training wording from a step with this probability.
+        wording_dropout: Survey objective: drop each training reading (a wording in a layout; with --survey.reading
+            per_order, one answer order of it) from a step with this probability (or draw --survey.sample K per step).
         lr_schedule: constant, or cosine: decay the learning rate to 10% of lr over max_steps (needs max_steps),
             so the prompt settles and the last checkpoints stop jumping between wordings' optima.
         ema: Validate, checkpoint and test an exponential moving average of the prompt with this decay per

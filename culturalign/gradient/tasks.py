@@ -96,6 +96,11 @@ class ChoiceTask(Task):
         check_answering(ctx.fitness.answering)
         refuse_test_split(self.trained_wordings, "trained on")
         refuse_overlap(self.trained_wordings, {n: f.survey for n, f in ctx.heldout.items()})
+        if ctx.sample:
+            raise CulturalignError(
+                f"--survey.sample {ctx.sample} draws survey readings per step of --data vsm13; --data {self.name} "
+                "trains on its own examples: drop --survey.sample"
+            )
         if ctx.validation:
             raise CulturalignError(
                 f"--survey.validation {sorted(ctx.validation)} applies to --data vsm13 (the survey "
@@ -148,11 +153,13 @@ class SurveyTask(Task):
 
     def objective(self, ctx: FitContext, dm: L.LightningDataModule, wording_dropout: float) -> Objective:
         from culturalign.gradient.module import SurveyObjective
-        from culturalign.survey.fitness import SurveyFitness
 
-        f = ctx.fitness
-        fits = [SurveyFitness(ctx.backbone, [s], f.target, f.scoring, f.answering) for s in f.surveys]
-        return SurveyObjective(fits, [n.split(":")[-1] for n in f.describe()["survey"]], wording_dropout, ctx.seed, ctx.validation)
+        if wording_dropout and ctx.sample:
+            raise CulturalignError(
+                f"--optimizer.wording_dropout {wording_dropout} and --survey.sample {ctx.sample} both thin the "
+                "readings of a step; use one of them"
+            )
+        return SurveyObjective(ctx.fitness, wording_dropout, ctx.seed, ctx.validation, ctx.sample)
 
     def report(self, ctx: FitContext, results: list[dict[str, Any]], stats: dict[str, tuple[float, float]]) -> str:
         from culturalign.gradient.report import survey_table

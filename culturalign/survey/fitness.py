@@ -20,6 +20,7 @@ at a time (the cache is cropped back in between), so no row is run more than onc
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from culturalign.model.chat import answer_token_ids, chat_ids
 from culturalign.model.prefix_cache import continuation_logprobs, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
 from culturalign.survey.definition import Item, Survey
+from culturalign.survey.readings import Combine
 from culturalign.survey.scoring import Scoring, indices, target_loss
 
 # Padding tokens cost as much as real ones; every extra bucket costs one more (smaller) forward
@@ -74,6 +76,10 @@ class Answering:
     seed: int = 0
     max_batch_rows: int = 192
     """Memory budget: at most this many (candidate x item) rows per forward."""
+    max_grad_rows: int = 0
+    """Memory budget with gradients (GD on the survey): when a call has more rows than this, the rows run in
+    micro-batches of at most this many whose activations are recomputed in the backward pass (one more
+    forward), so peak memory no longer grows with the number of rows. 0 = no limit (one graph for all rows)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("logits", "generate", "cloze"):
@@ -86,6 +92,8 @@ class Answering:
             )
         if self.max_batch_rows < 1 or self.max_new_tokens < 1:
             raise CulturalignError("answering.max_batch_rows and answering.max_new_tokens must be >= 1")
+        if self.max_grad_rows < 0:
+            raise CulturalignError(f"answering.max_grad_rows={self.max_grad_rows} must be >= 0 (0 = no limit)")
 
     @property
     def style(self) -> str:
@@ -97,15 +105,17 @@ class Answering:
 
 @dataclass
 class FitnessResult:
-    """Per-candidate results. Shapes: N candidates, W wordings, G groups (wording x order), I items, D dims, K answers."""
+    """Per-candidate results. Shapes: N candidates, W wordings (a wording in a layout counts as one), G groups
+    (wording x answer order), I items, D dims, K answers."""
 
-    losses: torch.Tensor  # (N,)
+    losses: torch.Tensor  # (N,) the per-reading losses combined (see culturalign.survey.readings)
     indices: torch.Tensor  # (N, D), mean over wordings
-    answers: torch.Tensor  # (N, W, I) expected answer in the survey's own numbering
-    wording_losses: torch.Tensor  # (N, W)
+    answers: torch.Tensor  # (N, W, I) expected answer in the survey's own numbering, answer orders averaged
+    wording_losses: torch.Tensor  # (N, W) loss of each wording, its answer orders averaged (the pooled readings)
     distributions: torch.Tensor  # (N, G, I, K) answer probabilities as asked (reverse groups in their own order)
     invalid: torch.Tensor  # (N,) unparseable answers (generate mode)
     failed: torch.Tensor  # (N,) bool: non-finite model output
+    group_losses: torch.Tensor  # (N, G) loss of each group read alone: indices from that order's answers only
     texts: list[list[str]] = field(default_factory=list)  # generate mode: raw answers per candidate
 
 
@@ -130,6 +140,7 @@ class SurveyFitness:
         target: dict[str, float],
         scoring: Scoring | None = None,
         answering: Answering | None = None,
+        combine: Combine | None = None,
     ) -> None:
         self.backbone = backbone
         self.surveys = [surveys] if isinstance(surveys, Survey) else list(surveys)
@@ -150,9 +161,52 @@ class SurveyFitness:
         self.answering = answering or Answering()
         self.constants = self.scoring.constants_for(first)
         self.K = first.num_answers
+        self.combine = combine or Combine()
         self.groups = [_Group(w, r) for w in range(len(self.surveys)) for r in ((False, True) if self.answering.debias else (False,))]
         self.answer_ids = answer_token_ids(backbone.tokenizer, self.K) if self.answering.mode == "logits" else []
+        self._subsets: dict[tuple[int, ...], SurveyFitness] = {}
         self._tokenise()
+
+    # -- readings: what one loss is computed from (culturalign.survey.readings) -----------------
+    @property
+    def readings(self) -> list[list[int]]:
+        """The groups of each reading: a wording's answer orders together (pooled), or each group alone."""
+        if self.combine.reading == "per_order":
+            return [[g] for g in range(len(self.groups))]
+        return [[g for g, grp in enumerate(self.groups) if grp.wording == w] for w in range(len(self.surveys))]
+
+    @property
+    def num_readings(self) -> int:
+        return len(self.readings)
+
+    def reading_names(self) -> list[str]:
+        """One name per reading, e.g. `vsm13#paraphrase1+layout3` or, per order, `vsm13 (reverse)`."""
+        names = [s.origin.split(":")[-1] + (f"#{s.wording}" if s.wording != "base" else "") for s in self.surveys]
+        if self.combine.reading != "per_order":
+            return names
+        return [names[g.wording] + (" (reverse)" if self.surveys[g.wording].flips(g.reverse) else " (forward)") for g in self.groups]
+
+    def subset(self, readings: Sequence[int]) -> SurveyFitness:
+        """The same fitness over some of its readings (a training sample): same backbone, target, answering
+        and combination, only the drawn renderings tokenised and asked. Cached per selection."""
+        keep = sorted(set(readings))
+        if keep == list(range(self.num_readings)):
+            return self
+        if not keep or keep[0] < 0 or keep[-1] >= self.num_readings:
+            raise CulturalignError(f"readings {list(readings)} are not a non-empty selection of 0..{self.num_readings - 1}")
+        key = tuple(keep)
+        if key not in self._subsets:
+            groups = [self.groups[g] for r in keep for g in self.readings[r]]
+            wordings = sorted({g.wording for g in groups})
+            sub = copy.copy(self)
+            sub.surveys = [self.surveys[w] for w in wordings]
+            sub.groups = [_Group(wordings.index(g.wording), g.reverse) for g in groups]
+            sub._subsets = {}
+            sub._tokenise()
+            if len(self._subsets) >= 64:  # a step draws a fresh selection: keep the cache small
+                self._subsets.clear()
+            self._subsets[key] = sub
+        return self._subsets[key]
 
     # -- tokenise once -------------------------------------------------------------------------
     def _row_specs(self) -> tuple[list[tuple[_Group, Item]], list[int]]:
@@ -252,8 +306,8 @@ class SurveyFitness:
             logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
             yield k, c, logits, full_mask, rows, nc, r
 
-    def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int) -> torch.Tensor:
-        """Log-probabilities over the K answers of each row of bucket k: (nc * r, K), as listed.
+    def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int, piece: slice = slice(None)) -> torch.Tensor:
+        """Log-probabilities over the K answers of each row of bucket k (or of its rows `piece`): (nc * r, K), as listed.
 
         logits: the answer-number tokens' logits, renormalised over the K numbers. cloze: each
         label text's log-likelihood as the reply (after the row, sharing its cache), summed or
@@ -264,12 +318,45 @@ class SurveyFitness:
             return logits.index_select(-1, answer_ids).float().log_softmax(-1)
         scores = []
         for ids, lmask in self.chunk_labels[k]:
-            ids, lmask = ids.repeat(nc, 1), lmask.repeat(nc, 1)
+            ids, lmask = ids[piece].repeat(nc, 1), lmask[piece].repeat(nc, 1)
             lp = continuation_logprobs(self.backbone, cache, mask, logits, ids, lmask).sum(-1)
             if self.answering.length_norm == "mean":
                 lp = lp / lmask.sum(-1).to(lp.device)
             scores.append(lp)
         return torch.stack(scores, dim=-1).log_softmax(-1)
+
+    def _scored_buckets(self, prompts: torch.Tensor | None, n0: int, n1: int):
+        """Yield (row indices, (nc, r, K) answer log-probabilities) for candidates n0..n1, bucket by bucket.
+
+        With gradients and more rows than `answering.max_grad_rows`, each piece of a bucket is an
+        activation checkpoint: its forward keeps only its K log-probabilities per row and the backward
+        pass recomputes it, one piece at a time. The gradient is the same (each piece's share of the
+        loss gradient flows back through its own recomputed graph, into the shared prefix and V), and
+        peak memory is one piece's graph plus the prefix cache, whatever the number of rows.
+        """
+        nc, limit = n1 - n0, self.answering.max_grad_rows
+        if not (torch.is_grad_enabled() and prompts is not None and limit and nc * self.num_rows > limit):
+            for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
+                yield rows, self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+            return
+        from torch.utils.checkpoint import checkpoint
+
+        cache, L = prefill(self.backbone, prompts[n0:n1], self.prefix_ids, nc)
+        step = max(1, limit // nc)
+        for k, (rows, _, _) in enumerate(self.chunks):
+            for a in range(0, len(rows), step):
+                piece = slice(a, a + step)
+                lp = checkpoint(self._piece_scores, cache, L, k, piece, nc, use_reentrant=False)
+                yield rows[piece], lp.view(nc, -1, self.K)
+
+    def _piece_scores(self, cache, L: int, k: int, piece: slice, nc: int) -> torch.Tensor:
+        """(nc * r, K) answer log-probabilities of rows `piece` of bucket k after the prefix cache, which is
+        copied, never extended in place: the backward pass recomputes this from the same cache."""
+        _, ids, mask = self.chunks[k]
+        ids, mask = ids[piece], mask[piece]
+        c = expand_cache(self.backbone, cache, ids.shape[0])
+        logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
+        return self._answer_scores(k, c, logits, full_mask, nc, piece)
 
     def _row_log_probs(self, prompts, N) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, rows, K) answer log-probabilities in row order, and (N,) bool: non-finite output."""
@@ -278,8 +365,7 @@ class SurveyFitness:
         blocks = []  # per candidate chunk: (nc, R, K) in row order
         for n0, n1 in self._candidate_chunks(N):
             parts, order = [], []
-            for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
-                lp = self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+            for rows, lp in self._scored_buckets(prompts, n0, n1):
                 bad[n0:n1] |= ~torch.isfinite(lp).all(-1).all(-1)
                 parts.append(torch.nan_to_num(lp, nan=0.0, posinf=0.0, neginf=-1e4))
                 order.append(rows)
@@ -332,14 +418,19 @@ class SurveyFitness:
         # Unreadable answers stay NaN here: _summarise scores them against the candidate.
         return values.to(dev), dists.to(dev), invalid.to(dev) + bad.long().to(dev), texts
 
-    def _losses(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, G, I) answers in the survey's numbering -> per-wording answers, indices, losses."""
+    def _losses(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, G, I) answers in the survey's numbering -> per-wording answers (orders averaged), their
+        indices (N, W, D) and losses (N, W), each group's own loss (N, G), and the combined loss (N,)."""
         N, I = values.shape[0], len(self.survey.items)
         W, G = len(self.surveys), len(self.groups)
-        per_wording = values.view(N, W, G // W, I).mean(2).double()
+        # Orders averaged in the answers' dtype, then float64: what the pooled reading always computed.
+        per_wording = torch.stack([values[:, [g for g, grp in enumerate(self.groups) if grp.wording == w]].mean(1) for w in range(W)], 1)
+        per_wording = per_wording.double()
         idx = indices(per_wording.reshape(N * W, I), self.survey, self.constants).view(N, W, -1)
         wl = target_loss(idx.reshape(N * W, -1), self.survey.dimensions, self.target, self.scoring).view(N, W)
-        return per_wording, idx, wl
+        gidx = indices(values.double().reshape(N * G, I), self.survey, self.constants)
+        gl = target_loss(gidx, self.survey.dimensions, self.target, self.scoring).view(N, G)
+        return per_wording, idx, wl, gl, self.combine(gl if self.combine.reading == "per_order" else wl)
 
     def _fill_unreadable(self, values: torch.Tensor) -> torch.Tensor:
         """Generate mode: an unreadable answer (NaN) counts as whichever end of the scale, 1 or K,
@@ -356,7 +447,7 @@ class SurveyFitness:
         for g, i in missing.any(0).nonzero().tolist():
             lo, hi = values.clone(), values.clone()
             lo[:, g, i], hi[:, g, i] = 1.0, float(self.K)
-            worse = self._losses(hi)[2].mean(-1) > self._losses(lo)[2].mean(-1)
+            worse = self._losses(hi)[-1] > self._losses(lo)[-1]
             pick = torch.where(worse, float(self.K), 1.0).to(values.dtype)
             values[:, g, i] = torch.where(missing[:, g, i], pick, values[:, g, i])
         return values
@@ -371,12 +462,11 @@ class SurveyFitness:
         values = torch.where(flip, K + 1 - values, values)
         if self.answering.mode == "generate":
             values = self._fill_unreadable(values)
-        per_wording, idx, wl = self._losses(values)
-        losses = wl.mean(-1)
+        per_wording, idx, wl, gl, losses = self._losses(values)
         failed = ~torch.isfinite(losses) | (invalid.to(losses.device) > 0) & (self.answering.mode != "generate")
         if failed.any():
             losses = torch.where(failed, torch.full_like(losses, FAILED_LOSS), losses)
-        return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, texts)
+        return FitnessResult(losses, idx.mean(1), per_wording, wl, dists.view(N, G, I, K), invalid, failed, gl, texts)
 
     def require_answers(self, results: Sequence[FitnessResult], what: str) -> None:
         """Refuse to go on when no answer in any of `results` (first candidate) could be read in generate mode:
@@ -398,6 +488,7 @@ class SurveyFitness:
             "target": self.target,
             "constants": self.constants,
             "loss_kind": self.scoring.loss,
+            "readings": self.combine.record(),
             "loss_weights": self.scoring.weights,
             "answering": {k: getattr(self.answering, k) for k in ("mode", "debias", "instruction", "calibrate")}
             | (

@@ -1,0 +1,259 @@
+"""Training over renderings (wording x layout x answer order) through the one SurveyFitness: per-reading
+losses and their combination, training layouts from the train split only, seeded draws of readings
+(GD batches, black-box common random numbers), and row micro-batches with gradients."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from culturalign.cli import run
+from culturalign.errors import CulturalignError
+from culturalign.model.soft_prompt import init_prompt
+from culturalign.survey.definition import load_survey
+from culturalign.survey.fitness import Answering, SurveyFitness
+from culturalign.survey.layouts import apply, sample_layouts
+from culturalign.survey.readings import Combine, draw_readings
+from culturalign.survey.scoring import Scoring
+
+SAU = {"PDI": 72, "IDV": 48, "MAS": 43, "UAI": 64, "LTO": 27, "IVR": 14}
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_backbone):
+    return torch.stack([init_prompt(tiny_backbone, 4, "random", seed=s) for s in range(3)])
+
+
+def fitness(backbone, surveys, debias=True, combine=None, **answering):
+    return SurveyFitness(backbone, surveys, SAU, Scoring(), Answering(debias=debias, **answering), combine)
+
+
+def test_per_order_loss_is_the_loss_of_that_order_asked_alone(tiny_backbone, prompts):
+    base = load_survey("vsm13")
+    both = fitness(tiny_backbone, base, combine=Combine("per_order"))(prompts)
+    forward = fitness(tiny_backbone, base, debias=False)(prompts)
+    reverse = fitness(tiny_backbone, replace(base, reverse_order=True), debias=False)(prompts)
+    assert torch.allclose(both.group_losses[:, 0], forward.losses, atol=1e-9)
+    assert torch.allclose(both.group_losses[:, 1], reverse.losses, atol=1e-9)
+    assert torch.allclose(both.losses, (forward.losses + reverse.losses) / 2, atol=1e-9)
+    # The pooled reading (the default) is another number: the orders' answers are averaged first.
+    pooled = fitness(tiny_backbone, base)(prompts)
+    assert torch.equal(pooled.losses, pooled.wording_losses[:, 0])
+    assert (pooled.losses - both.losses).abs().max() > 1e-6
+
+
+def test_default_reading_is_unchanged_and_one_order_reads_the_same_either_way(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13"), load_survey("vsm13").with_paraphrase(0)]
+    pooled = fitness(tiny_backbone, surveys)(prompts)
+    assert torch.equal(pooled.losses, pooled.wording_losses.mean(-1))  # what debias always computed
+    one_order = [fitness(tiny_backbone, surveys, debias=False, combine=Combine(r))(prompts) for r in ("pooled", "per_order")]
+    assert torch.equal(one_order[0].losses, one_order[1].losses)
+
+
+def test_max_and_mean_std_combinations(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13"), load_survey("vsm13").with_paraphrase(1)]
+    res = {how: fitness(tiny_backbone, surveys, combine=Combine("per_order", how, 0.5))(prompts) for how in ("mean", "max", "mean_std")}
+    g = res["mean"].group_losses
+    assert g.shape == (3, 4) and torch.allclose(res["mean"].losses, g.mean(-1))
+    assert (res["max"].losses >= res["mean"].losses).all() and torch.allclose(res["max"].losses, g.max(-1).values)
+    assert torch.allclose(res["mean_std"].losses, g.mean(-1) + 0.5 * g.std(-1, unbiased=False))
+
+
+def test_gradient_of_the_combined_loss_reaches_the_prompt(tiny_backbone, prompts):
+    f = fitness(tiny_backbone, load_survey("vsm13"), combine=Combine("per_order", "max"))
+    p = prompts[0].clone().requires_grad_(True)
+    f(p, grad=True).losses[0].backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_a_subset_scores_its_readings_as_the_whole_pool_does(tiny_backbone, prompts):
+    surveys = [load_survey("vsm13")] + [apply(load_survey("vsm13"), L) for L in sample_layouts(2, 0)]
+    whole = fitness(tiny_backbone, surveys, combine=Combine("per_order"))
+    assert whole.num_readings == 6 and whole.subset(range(6)) is whole
+    res, part = whole(prompts), whole.subset([4, 1])
+    assert part is whole.subset([1, 4]) and part.num_readings == 2  # cached, order-free
+    assert part.reading_names() == [whole.reading_names()[1], whole.reading_names()[4]]
+    assert torch.allclose(part(prompts).group_losses, res.group_losses[:, [1, 4]], atol=1e-4)
+    pooled = fitness(tiny_backbone, surveys)
+    assert pooled.num_readings == 3 and pooled.subset([2]).num_rows == 2 * 24  # a pooled reading keeps both orders
+    with pytest.raises(CulturalignError, match="not a non-empty selection"):
+        whole.subset([6])
+
+
+def test_draws_are_seeded_sized_and_never_empty():
+    draws = [draw_readings(10, seed=3, step=s, sample=4) for s in range(20)]
+    assert all(len(d) == 4 and d == sorted(set(d)) for d in draws)
+    assert draws == [draw_readings(10, seed=3, step=s, sample=4) for s in range(20)]  # same seed, same draws
+    assert len({tuple(d) for d in draws}) > 10  # a fresh draw each step
+    assert draws != [draw_readings(10, seed=4, step=s, sample=4) for s in range(20)]
+    assert draw_readings(3, 0, 5, sample=8) == [0, 1, 2] and draw_readings(3, 0, 5) == [0, 1, 2]
+    dropped = [draw_readings(4, seed=1, step=s, dropout=0.9) for s in range(50)]
+    assert all(dropped) and len({tuple(d) for d in dropped}) > 1
+
+
+def test_reading_and_combination_names_are_checked():
+    with pytest.raises(CulturalignError, match="survey.combine='median'"):
+        Combine("pooled", "median")
+    with pytest.raises(CulturalignError, match="survey.reading='each'"):
+        Combine("each")
+
+
+def _fit(tiny_model_dir, root, *extra):
+    return run(
+        [
+            "fit",
+            "--model",
+            str(tiny_model_dir),
+            "--model.dtype",
+            "float32",
+            "--prompt.num_virtual_tokens",
+            "4",
+            "--survey.heldout",
+            "[]",
+            "--run.root",
+            str(root),
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed, split", [(10_000, "development"), (20_000, "test")])
+def test_training_on_a_development_or_test_layout_is_refused(tiny_model_dir, tmp_path, capsys, seed, split):
+    with pytest.raises(SystemExit) as exc:
+        _fit(tiny_model_dir, tmp_path, "--survey.layouts", "2", "--survey.layouts_seed", str(seed))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--survey.layouts_seed {seed} is a {split} layout" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "de-sau").exists()  # refused before a run folder or a model load
+
+
+def test_survey_command_points_to_its_own_layout_options(tiny_model_dir, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(["survey", "--model", str(tiny_model_dir), "--survey.layouts", "2"])
+    assert exc.value.code == 2 and "--layouts N --layouts_seed S" in capsys.readouterr().err
+
+
+# -- black-box: common random numbers ---------------------------------------------------------------
+POP = 4
+SAMPLED = ["--survey.layouts", "2", "--survey.reading", "per_order", "--answering.debias", "true", "--survey.sample", "2"]
+
+
+def _blackbox(tiny_model_dir, root, name, generations, resume="false", *extra):
+    return _fit(
+        tiny_model_dir,
+        root,
+        "--optimizer",
+        "DE",
+        "--optimizer.popsize",
+        str(POP),
+        "--search.dim",
+        "8",
+        "--search.budget",
+        str(POP * generations),
+        "--run.seed",
+        "3",
+        "--run.name",
+        name,
+        "--run.resume",
+        resume,
+        *SAMPLED,
+        *extra,
+    )
+
+
+def test_every_candidate_of_a_generation_is_scored_on_one_draw_redrawn_each_generation(tiny_model_dir, tmp_path, monkeypatch):
+    calls: list[tuple[tuple[str, ...], int]] = []
+    scored = SurveyFitness.__call__
+
+    def spy(self, prompts, grad=False):
+        calls.append((tuple(self.reading_names()), 1 if prompts is None or prompts.dim() == 2 else prompts.shape[0]))
+        return scored(self, prompts, grad)
+
+    monkeypatch.setattr(SurveyFitness, "__call__", spy)
+    # 2 candidates per forward (48 rows each): a generation of 4 candidates + the incumbent is 3 calls.
+    out = _blackbox(tiny_model_dir, tmp_path, "crn", 3, "false", "--answering.max_batch_rows", "96")
+    pool = calls[0][0]  # the no-prompt baseline is read on the whole pool: 3 wordings-in-layouts x 2 orders
+    assert len(pool) == 6 and out["sample"] == 2 and out["search"]["sample"] == 2
+    sampled = [c for c in calls if len(c[0]) == 2]
+    assert [n for _, n in sampled] == [2, 2, 1] * 3  # POP candidates and the incumbent, nothing else
+    draws = [sampled[3 * g][0] for g in range(3)]
+    for g in range(3):
+        assert {names for names, _ in sampled[3 * g : 3 * g + 3]} == {draws[g]}  # one draw per generation
+        assert list(draws[g]) == [pool[r] for r in draw_readings(6, seed=3, step=g + 1, sample=2)]
+    assert len(set(draws)) > 1  # redrawn between generations
+    assert out["best"]["loss"] == pytest.approx(float(out["best_loss"]))  # the final report is on the whole pool
+
+
+def _outcome(run_dir):
+    import json
+
+    from safetensors.torch import load_file
+
+    from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
+
+    meta = json.loads((run_dir / "meta.json").read_text())
+    rows = [[r[c] for c in HISTORY_COLUMNS if c != "seconds"] for r in read_history(run_dir)]
+    return meta["best_loss"], load_file(str(run_dir / "adapter_model.safetensors"))["prompt_embeddings"], rows
+
+
+def test_resume_of_a_sampled_blackbox_run_is_bit_identical(tiny_model_dir, tmp_path):
+    _blackbox(tiny_model_dir, tmp_path, "whole", 3)
+    _blackbox(tiny_model_dir, tmp_path, "split", 1)
+    _blackbox(tiny_model_dir, tmp_path, "split", 3, "true")
+    (loss_a, prompt_a, hist_a), (loss_b, prompt_b, hist_b) = _outcome(tmp_path / "whole"), _outcome(tmp_path / "split")
+    assert len(hist_a) == 3 and hist_a == hist_b and loss_a == loss_b and torch.equal(prompt_a, prompt_b)
+
+
+# -- GD: a fresh draw of (wording, layout, order) per step --------------------------------------------
+def test_gd_on_layouts_runs_end_to_end_from_the_cli(tiny_model_dir, tmp_path):
+    out = _fit(
+        tiny_model_dir,
+        tmp_path,
+        "--optimizer",
+        "GD",
+        "--optimizer.precision",
+        "32-true",
+        "--optimizer.lr",
+        "0.3",
+        "--optimizer.epochs",
+        "1",
+        "--data",
+        "vsm13",
+        "--data.steps_per_epoch",
+        "3",
+        *SAMPLED,
+        "--survey.combine",
+        "max",
+        "--answering.max_grad_rows",
+        "16",
+        "--run.name",
+        "gd-layouts",
+    )
+    assert out["survey"] == ["builtin:vsm13", "builtin:vsm13#base+layout0", "builtin:vsm13#base+layout1"]
+    assert out["readings"] == {"reading": "per_order", "combine": "max"} and out["sample"] == 2
+    s = out["folds"][0]["survey"]
+    assert out["folds"][0]["global_step"] == 3 and s["after"]["loss"] > 0 and s["no_prompt"]["loss"] > 0
+
+
+def test_gd_refuses_two_ways_of_thinning_a_step(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _fit(tiny_model_dir, tmp_path, "--optimizer", "GD", "--survey.sample", "2", "--optimizer.wording_dropout", "0.3")
+    assert exc.value.code == 2 and "use one of them" in capsys.readouterr().err
+
+
+# -- micro-batches with gradients -------------------------------------------------------------------
+@pytest.mark.parametrize("mode, calibrate", [("logits", True), ("cloze", False)])
+def test_micro_batched_gradient_equals_the_one_graph_gradient(tiny_backbone, prompts, mode, calibrate):
+    surveys = load_survey("vsm13")
+    grads, losses = [], []
+    for limit in (0, 13):  # 13 rows per piece: pieces end inside buckets and cross the answer orders
+        f = fitness(tiny_backbone, surveys, combine=Combine("per_order", "mean_std"), mode=mode, calibrate=calibrate, max_grad_rows=limit)
+        p = prompts[1].clone().requires_grad_(True)
+        loss = f(p, grad=True).losses[0]
+        loss.backward()
+        grads.append(p.grad)
+        losses.append(loss.detach())
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
