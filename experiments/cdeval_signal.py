@@ -24,12 +24,6 @@ import random
 
 import torch
 
-from culturalign.data import cdeval
-from culturalign.data.choice import collate, tokenise
-from culturalign.gradient.module import ChoiceObjective
-from culturalign.model.backbone import load_backbone
-from culturalign.model.chat import answer_token_ids
-
 PERSONAS = {
     "IVR": (
         "You value enjoying life, fun, leisure and freedom to act as you please.",
@@ -44,6 +38,11 @@ PERSONAS = {
 
 def margins(backbone, examples, system: str | None) -> torch.Tensor:
     """logit("1") - logit("2") per example (fp32), no soft prompt."""
+    # Imported here, not at the top, so `--help` answers without loading lightning (~8 s on 2 cores).
+    from culturalign.data.choice import collate, tokenise
+    from culturalign.gradient.module import ChoiceObjective
+    from culturalign.model.chat import answer_token_ids
+
     prefix, suffixes = tokenise(backbone.tokenizer, examples, system)
     objective = ChoiceObjective(backbone, prefix, answer_token_ids(backbone.tokenizer, 2))
     pad = backbone.tokenizer.pad_token_id if backbone.tokenizer.pad_token_id is not None else backbone.tokenizer.eos_token_id
@@ -90,6 +89,9 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+
+    from culturalign.data import cdeval
+    from culturalign.model.backbone import load_backbone
 
     backbone = load_backbone(args.model)
     rows, _ = cdeval.clean(cdeval.load_rows(args.cdeval)[0])

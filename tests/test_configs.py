@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import tiny_fit_argv
 
 from culturalign.cli import build_parser, expand_shorthands
 from culturalign.optimizers.base import Optimizer, discover
@@ -100,27 +101,12 @@ def test_make_run_config_with_another_target_starts_from_that_target(tiny_model_
 
     config = Path(__file__).parents[1] / "configs" / "de_cpu.yaml"
     run(
-        [
-            "fit",
-            "--config",
-            str(config),
-            "--target.country",
-            "JPN",
-            "--model",
-            str(tiny_model_dir),
-            "--model.dtype",
-            "float32",
-            "--prompt.num_virtual_tokens",
-            "4",
-            "--survey.heldout",
-            "[]",
-            "--optimizer.popsize",
-            "4",
-            "--search.budget",
-            "4",
-            "--run.root",
-            str(tmp_path),
-        ]
+        tiny_fit_argv(
+            tiny_model_dir,
+            tmp_path,
+            *("--target.country", "JPN", "--optimizer.popsize", "4", "--search.budget", "4"),
+            config=config,
+        )
     )
     meta = json.loads((tmp_path / "de-jpn" / "meta.json").read_text())  # the run name follows the target too
     assert meta["init"]["text"] == "You are a person from Japan."

@@ -22,6 +22,7 @@ import pytest
 import tomllib
 import torch
 from safetensors.torch import load_file
+from tiny import tiny_fit_argv
 
 from culturalign.blackbox.loop import HISTORY_COLUMNS, read_history
 from culturalign.blackbox.protocol import BlackBoxOptimizer, SearchSetup
@@ -36,33 +37,9 @@ DOCS = Path(__file__).parents[1] / "docs" / "optimizers.md"
 
 
 def fit_args(model_dir: Path, root: Path, name: str, optimizer: str, generations: int, resume: str) -> list[str]:
-    return [
-        "fit",
-        "--optimizer",
-        optimizer,
-        "--optimizer.popsize",
-        str(POP),
-        "--model",
-        str(model_dir),
-        "--model.dtype",
-        "float32",
-        "--prompt.num_virtual_tokens",
-        "4",
-        "--survey.heldout",
-        "[]",
-        "--search.dim",
-        "8",
-        "--search.budget",
-        str(POP * generations),
-        "--run.seed",
-        "3",
-        "--run.root",
-        str(root),
-        "--run.name",
-        name,
-        "--run.resume",
-        resume,
-    ]
+    budget = str(POP * generations)
+    search = ("--search.dim", "8", "--search.budget", budget, "--run.seed", "3", "--run.name", name, "--run.resume", resume)
+    return tiny_fit_argv(model_dir, root, "--optimizer", optimizer, "--optimizer.popsize", str(POP), *search)
 
 
 def outcome(run_dir: Path) -> tuple[float, torch.Tensor, list[list[str]]]:
@@ -222,7 +199,14 @@ def _last_step(run_dir: Path) -> int:
     return 0
 
 
-@pytest.mark.parametrize("optimizer", BLACKBOX)
+# A SIGKILL lands in the shared loop's write path, which is the same for every optimizer; each
+# optimizer's own state round trip is what test_resume_after_generation_k_is_exact checks for all of
+# them. So the kill itself runs on the default (DE) and one plugin (CMA-ES, a foreign library's
+# state), not on all four (each is a separate interpreter, ~13 s on 2 cores).
+KILLED = [name for name in BLACKBOX if name in ("DE", "CMAES")]
+
+
+@pytest.mark.parametrize("optimizer", KILLED)
 def test_sigkill_then_resume_is_exact(optimizer, uninterrupted, tiny_model_dir, tmp_path):
     args = fit_args(tiny_model_dir, tmp_path, "killed", optimizer, GENS, "false")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from tiny import tiny_fit_argv
 
 from culturalign.cli import run
 from culturalign.errors import CulturalignError
@@ -101,22 +102,7 @@ def test_reading_and_combination_names_are_checked():
 
 
 def _fit(tiny_model_dir, root, *extra):
-    return run(
-        [
-            "fit",
-            "--model",
-            str(tiny_model_dir),
-            "--model.dtype",
-            "float32",
-            "--prompt.num_virtual_tokens",
-            "4",
-            "--survey.heldout",
-            "[]",
-            "--run.root",
-            str(root),
-            *extra,
-        ]
-    )
+    return run(tiny_fit_argv(tiny_model_dir, root, *extra))
 
 
 @pytest.mark.parametrize("seed, split", [(10_000, "development"), (20_000, "test")])

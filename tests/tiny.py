@@ -55,3 +55,14 @@ def build_tiny(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, cha
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def tiny_fit_argv(model_dir: Path, root: Path, *extra: str, config: Path | None = None) -> list[str]:
+    """`culturalign fit` arguments for a run on the tiny model under `root`, then `extra`.
+
+    One place for the flags every tiny fit needs: float32, 4 virtual tokens, no held-out wordings
+    (the tiny model's survey is cheap only on one wording).
+    """
+    head = ["fit", "--config", str(config)] if config is not None else ["fit"]
+    tiny = ["--model", str(model_dir), "--model.dtype", "float32", "--prompt.num_virtual_tokens", "4", "--survey.heldout", "[]"]
+    return [*head, *tiny, "--run.root", str(root), *extra]

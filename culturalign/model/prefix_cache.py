@@ -7,6 +7,8 @@ moves between transformers releases (`past_key_values=` -> `cache=`), so it live
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from culturalign.model.backbone import Backbone
@@ -103,43 +105,66 @@ def suffix_last_logits(
     return out.logits[:, -1, :], mask
 
 
-def continuation_logprobs(
+def continuations_logprobs(
     backbone: Backbone,
     cache,
     mask: torch.Tensor,
     last_logits: torch.Tensor,
-    cont_ids: torch.Tensor,
-    cont_mask: torch.Tensor,
-) -> torch.Tensor:
-    """Log-probability of each token of one continuation per row, after the rows held in `cache`.
+    conts: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> list[torch.Tensor]:
+    """Log-probability of each token of K continuations per row, after the rows held in `cache`.
 
     Input shape: cache of B rows whose full attention mask is `mask` (B, L); last_logits (B, vocab),
-    the rows' next-token logits; cont_ids, cont_mask (B, C), continuations padded on the right.
-    Output: (B, C) token log-probs in float32, 0 at padding. The cache is left as it came in.
+    the rows' next-token logits; conts, K pairs (ids, mask) of shape (B, C_k), each continuation
+    padded on the right. Output: K tensors (B, C_k) of token log-probs in float32, 0 at padding.
+    The cache is left as it came in.
 
-    Why crop instead of copying the cache once per continuation: cloze scores K label texts after
-    the same row. Feeding them one label at a time and cropping the few appended positions back
-    keeps one copy of each row's cache (memory stays at the row budget), and a crop is a slice,
-    so the autograd graph of the GD path survives it.
+    Why one forward for all K: cloze scores K label texts after the same row. They are laid side
+    by side after the row and a block mask lets each label see the row and its own earlier tokens
+    only, with positions restarting after the row for every label (the tree-attention trick). One
+    forward appends to the row's cache once and is cropped back once; feeding the labels one at a
+    time instead concatenated and cropped the cache K times, which cost ~2-3x the row itself
+    (docs/survey.md). A crop is a slice, so the autograd graph of the GD path survives it.
     """
     dev = backbone.device
-    cont_ids, cont_mask = cont_ids.to(dev), cont_mask.to(dev)
-    # The first token is read off the logits the row already produced: no forward needed.
-    first = last_logits.float().log_softmax(-1).gather(-1, cont_ids[:, :1])
-    C = cont_ids.shape[1]
-    if C == 1:
-        return first * cont_mask
-    # Feed all but the last token; right padding only ever follows a row's real tokens, so it
-    # changes nothing the real tokens see.
-    full = torch.cat([mask, cont_mask[:, :-1]], dim=1)
-    positions = position_ids_for(full)[:, mask.shape[1] :]
+    conts = [(ids.to(dev), m.to(dev)) for ids, m in conts]
+    logp = last_logits.float().log_softmax(-1)
+    # The first token of each label is read off the logits the row already produced.
+    firsts = [logp.gather(-1, ids[:, :1]) for ids, _ in conts]
+    fed = [(ids[:, :-1], m[:, :-1]) for ids, m in conts if ids.shape[1] > 1]
+    if not fed:
+        return [f * m for f, (_, m) in zip(firsts, conts)]
+    B, L = mask.shape
+    tokens = torch.cat([ids for ids, _ in fed], dim=1)
+    block = torch.cat([torch.full((ids.shape[1],), k, device=dev) for k, (ids, _) in enumerate(fed)])
+    offset = torch.cat([torch.arange(ids.shape[1], device=dev) for ids, _ in fed])
+    # Query q sees key q' of the appended tokens iff same label and q' <= q; right padding only
+    # ever follows a label's real tokens, so it changes nothing the real tokens see.
+    own = (block[:, None] == block[None, :]) & (offset[None, :] <= offset[:, None])
+    allowed = torch.cat([mask.bool()[:, None, :].expand(B, tokens.shape[1], L), own.expand(B, -1, -1)], dim=-1)
+    dtype = backbone.dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+    positions = mask.long().sum(-1, keepdim=True) + offset[None, :]
     out = backbone.model(
-        input_ids=cont_ids[:, :-1], attention_mask=full, position_ids=positions, use_cache=True, **{_cache_kwarg(backbone.model): cache}
+        input_ids=tokens,
+        attention_mask=additive[:, None],
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_kwarg(backbone.model): cache},
     )
-    cache.crop(-(C - 1))
+    cache.crop(-tokens.shape[1])
     logits = out.logits.float()
-    rest = logits.gather(-1, cont_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return torch.cat([first, rest], dim=1) * cont_mask
+    result, start = [], 0
+    for first, (ids, m) in zip(firsts, conts):
+        C = ids.shape[1]
+        if C == 1:
+            result.append(first * m)
+            continue
+        lg = logits[:, start : start + C - 1]
+        start += C - 1
+        rest = lg.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(lg, dim=-1)
+        result.append(torch.cat([first, rest], dim=1) * m)
+    return result
 
 
 def prefill_rows(backbone: Backbone, prompts: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor):
