@@ -323,3 +323,35 @@ def test_reading_cost_script_smoke(tiny_model_dir, capsys):
     spec.loader.exec_module(mod)
     out = mod.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--population", "1", "--repeats", "1"])
     assert "cloze+calibrate" in out["readings"] and "| cloze |" in capsys.readouterr().out
+
+
+def test_continuations_in_one_block_masked_forward_equal_each_fed_alone(tiny_backbone):
+    """K continuations of unequal length (one of a single token, right padding, left-padded rows)
+    scored in one forward under the block mask equal each continuation run alone after its row."""
+    from culturalign.model.prefix_cache import continuations_logprobs, prefill_rows
+
+    g = torch.Generator().manual_seed(0)
+    vocab = tiny_backbone.model.config.vocab_size
+    ids = torch.randint(3, vocab, (3, 7), generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, :2] = 0  # left padding, as the survey's rows have
+    lengths = [(1, 1, 1), (3, 2, 1), (2, 2, 2)]  # per continuation, the real length of each row's
+    conts = []
+    for lens in lengths:
+        c = torch.randint(3, vocab, (3, max(lens)), generator=g)
+        m = torch.tensor([[1] * n + [0] * (max(lens) - n) for n in lens])
+        conts.append((c, m))
+    prompt = init_prompt(tiny_backbone, 3, "random", seed=1).unsqueeze(0).expand(3, -1, -1)
+    with torch.inference_mode():
+        cache, last, full = prefill_rows(tiny_backbone, prompt, ids, mask)
+        length = cache.get_seq_length()
+        got = continuations_logprobs(tiny_backbone, cache, full, last, conts)
+        assert cache.get_seq_length() == length  # cropped back: the cache serves the next call as it was
+        for (c, m), lp in zip(conts, got):
+            for r in range(3):
+                n = int(m[r].sum())
+                row = torch.cat([ids[r][mask[r].bool()], c[r, :n]])[None]
+                logits = prompted_logits(tiny_backbone, prompt[:1], row, torch.ones_like(row), logits_to_keep=n + 1)
+                ref = logits[0, :n].float().log_softmax(-1).gather(-1, c[r, :n, None]).squeeze(-1)
+                assert torch.allclose(lp[r, :n], ref, atol=1e-4), (r, lp[r, :n], ref)
+                assert (lp[r, n:] == 0).all()
