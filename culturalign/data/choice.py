@@ -28,7 +28,7 @@ from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.batching import common_prefix_len, pad_rows
 from culturalign.model.chat import chat_ids
-from culturalign.model.prefix_cache import continuations_logprobs, expand_cache, prefill, prefill_rows, suffix_last_logits
+from culturalign.model.prefix_cache import continuation_scores, expand_cache, prefill, prefill_rows, suffix_last_logits
 from culturalign.survey.fitness import Answering
 
 STYLES = ("numbered", "listed", "bare")
@@ -205,12 +205,8 @@ def _scores(backbone, p, shared, ids, mask, options, answer_ids, answering: Answ
     if option_ids is None:
         raise CulturalignError("cloze mode needs a batch of rows tokenised with tokenise_rows(..., answering) (no option texts here)")
     # All options in one forward on the row's own cache: the survey's cloze path.
-    opts = [(option_ids[:, k], option_mask[:, k].to(last.device)) for k in range(option_ids.shape[1])]
-    scores = []
-    for lp, (_, lm) in zip(continuations_logprobs(backbone, cache, full_mask, last, opts), opts):
-        lp = lp.sum(-1)
-        scores.append(lp / lm.sum(-1) if answering.length_norm == "mean" else lp)
-    return torch.stack(scores, dim=-1)
+    opts = [(option_ids[:, k], option_mask[:, k]) for k in range(option_ids.shape[1])]
+    return continuation_scores(backbone, cache, full_mask, last, opts, answering.length_norm)
 
 
 def limit_groups(examples: list[ChoiceExample], limit: int | None, seed: int) -> list[ChoiceExample]:

@@ -131,13 +131,13 @@ def continuations_logprobs(
     logp = last_logits.float().log_softmax(-1)
     # The first token of each label is read off the logits the row already produced.
     firsts = [logp.gather(-1, ids[:, :1]) for ids, _ in conts]
-    fed = [(ids[:, :-1], m[:, :-1]) for ids, m in conts if ids.shape[1] > 1]
+    fed = [ids[:, :-1] for ids, _ in conts if ids.shape[1] > 1]
     if not fed:
         return [f * m for f, (_, m) in zip(firsts, conts)]
     B, L = mask.shape
-    tokens = torch.cat([ids for ids, _ in fed], dim=1)
-    block = torch.cat([torch.full((ids.shape[1],), k, device=dev) for k, (ids, _) in enumerate(fed)])
-    offset = torch.cat([torch.arange(ids.shape[1], device=dev) for ids, _ in fed])
+    tokens = torch.cat(fed, dim=1)
+    block = torch.cat([torch.full((ids.shape[1],), k, device=dev) for k, ids in enumerate(fed)])
+    offset = torch.cat([torch.arange(ids.shape[1], device=dev) for ids in fed])
     # Query q sees key q' of the appended tokens iff same label and q' <= q; right padding only
     # ever follows a label's real tokens, so it changes nothing the real tokens see.
     own = (block[:, None] == block[None, :]) & (offset[None, :] <= offset[:, None])
@@ -165,6 +165,23 @@ def continuations_logprobs(
         rest = lg.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(lg, dim=-1)
         result.append(torch.cat([first, rest], dim=1) * m)
     return result
+
+
+def continuation_scores(
+    backbone: Backbone,
+    cache,
+    mask: torch.Tensor,
+    last_logits: torch.Tensor,
+    conts: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    length_norm: str,
+) -> torch.Tensor:
+    """(B, K) score of each continuation: its token log-probs summed, divided by its token count
+    when `length_norm` is "mean" (cloze answering; the survey and the two-option questions share it)."""
+    scores = []
+    for lp, (_, m) in zip(continuations_logprobs(backbone, cache, mask, last_logits, conts), conts):
+        lp = lp.sum(-1)
+        scores.append(lp / m.sum(-1).to(lp.device) if length_norm == "mean" else lp)
+    return torch.stack(scores, dim=-1)
 
 
 def prefill_rows(backbone: Backbone, prompts: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor):

@@ -32,7 +32,7 @@ from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.batching import common_prefix_len, pad_rows
 from culturalign.model.chat import answer_token_ids, chat_ids
-from culturalign.model.prefix_cache import continuations_logprobs, decode_more, expand_cache, prefill, suffix_last_logits
+from culturalign.model.prefix_cache import continuation_scores, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
 from culturalign.survey.definition import Item, Survey
 from culturalign.survey.readings import Combine
@@ -317,11 +317,7 @@ class SurveyFitness:
             answer_ids = torch.tensor(self.answer_ids, device=logits.device)
             return logits.index_select(-1, answer_ids).float().log_softmax(-1)
         labels = [(ids[piece].repeat(nc, 1), lmask[piece].repeat(nc, 1)) for ids, lmask in self.chunk_labels[k]]
-        scores = []
-        for lp, (_, lmask) in zip(continuations_logprobs(self.backbone, cache, mask, logits, labels), labels):
-            lp = lp.sum(-1)
-            scores.append(lp / lmask.sum(-1).to(lp.device) if self.answering.length_norm == "mean" else lp)
-        return torch.stack(scores, dim=-1).log_softmax(-1)
+        return continuation_scores(self.backbone, cache, mask, logits, labels, self.answering.length_norm).log_softmax(-1)
 
     def _scored_buckets(self, prompts: torch.Tensor | None, n0: int, n1: int):
         """Yield (row indices, (nc, r, K) answer log-probabilities) for candidates n0..n1, bucket by bucket.
