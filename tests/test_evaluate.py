@@ -134,6 +134,7 @@ def test_report_json_and_plots_are_written(evaluated):
     labels = [p["label"] for p in saved["prompts"]]
     assert labels == ["DE (de-tiny)", "no prompt", "instruction (Saudi Arabia)", "instruction (United States)", "untrained soft (random)"]
     assert [w["label"] for w in saved["wordings"]] == ["base", "paraphrase 2", "vsm13_blocks", "reversed scale"]
+    assert saved["prompts"][3]["info"]["text"] == "You are a person from the United States."  # the persona reads as English
     report = md.read_text()
     # Every table names what its numbers depend on.
     for text in (

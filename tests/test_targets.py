@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from culturalign.errors import CulturalignError
-from culturalign.targets import DIMENSIONS, SOURCES, Target, list_countries, load_table, resolve_target
+from culturalign.targets import DIMENSIONS, SOURCES, Target, list_countries, load_table, persona, resolve_target
+from culturalign.targets.table import CUSTOM_PERSONA, PHRASES
 
 SAUDI_2021 = dict(zip(DIMENSIONS, (72.0, 48.0, 43.0, 64.0, 27.0, 14.0)))
 USA_2015 = dict(zip(DIMENSIONS, (40.0, 91.0, 62.0, 46.0, 26.0, 68.0)))
@@ -181,3 +182,29 @@ def test_every_alias_points_into_the_table() -> None:
 
     isos = {t.iso3 for s in SOURCES for t in load_table(s)}
     assert set(ALIASES.values()) <= isos
+
+
+@pytest.mark.parametrize(
+    ("query", "text"),
+    [
+        ("SAU", "You are a person from Saudi Arabia."),
+        ("USA", "You are a person from the United States."),
+        ("Netherlands", "You are a person from the Netherlands."),
+        ("JPN", "You are a person from Japan."),
+    ],
+)
+def test_persona_reads_as_english(query: str, text: str) -> None:
+    """The default init text names the target as a sentence would, article included (#20.4)."""
+    assert persona(resolve_target(query)) == text
+
+
+def test_persona_phrases_cover_only_table_codes_and_every_region() -> None:
+    """A phrase for a code the table lacks is dead; a region left out would read 'from Africa East'."""
+    codes = {t.iso3 for source in SOURCES for t in load_table(source)}
+    assert set(PHRASES) <= codes
+    assert {c for c in codes if c and c.startswith("X")} <= set(PHRASES)
+
+
+def test_custom_target_persona_names_no_country() -> None:
+    text = persona(resolve_target("72,48,43,64,27,14"))
+    assert text == CUSTOM_PERSONA and "Saudi" not in text and "custom" not in text

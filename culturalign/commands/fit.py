@@ -32,6 +32,7 @@ from culturalign.survey.definition import Survey, load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
 from culturalign.survey.readings import Combine
 from culturalign.survey.scoring import Scoring
+from culturalign.targets import persona
 
 
 def fit(
@@ -121,7 +122,7 @@ def _build_context(
     # with accelerator auto keep --model.device.
     on_fabric_device = fabric.world_size > 1 or launch.accelerator != "auto"
     backbone = model.load(device=str(fabric.device) if on_fabric_device else None)
-    init_text = prompt.init_text or f"You are a person from {tgt.name}."
+    init_text = prompt.init_text or persona(tgt)
     v0 = init_prompt(backbone, prompt.num_virtual_tokens, prompt.init, init_text, run.seed)
     fitness = build_fitness(backbone, survey.training_surveys(wordings), tgt, scoring, answering, survey.combination())
 

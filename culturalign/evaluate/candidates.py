@@ -17,7 +17,7 @@ from culturalign.checkpoint.format import load_prompt
 from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.soft_prompt import INIT_MODES, init_prompt
-from culturalign.targets import Target
+from culturalign.targets import Target, persona, resolve_target
 
 BASELINES = ("none", "instruction", *INIT_MODES)
 
@@ -34,10 +34,6 @@ class Candidate:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def persona(country: str) -> str:
-    return f"You are a person from {country}."
-
-
 def baselines(
     backbone: Backbone, names: Sequence[str], targets: Sequence[Target], num_virtual_tokens: int, seed: int = 0
 ) -> list[Candidate]:
@@ -45,17 +41,17 @@ def baselines(
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise CulturalignError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
-    countries = [t.name for t in targets if t.iso3] or ["Saudi Arabia"]
+    # Custom targets name no country; the paper's Saudi Arabia stands in when nothing else is named.
+    countries = [t for t in targets if t.iso3] or [resolve_target("SAU")]
     out: list[Candidate] = []
     for name in names:
         if name == "none":
             out.append(Candidate("no prompt", "baseline", info={"baseline": "none"}))
         elif name == "instruction":
             for country in countries:
-                label = "instruction" if len(countries) == 1 else f"instruction ({country})"
-                out.append(
-                    Candidate(label, "baseline", instruction=persona(country), info={"baseline": "instruction", "text": persona(country)})
-                )
+                label = "instruction" if len(countries) == 1 else f"instruction ({country.name})"
+                text = persona(country)
+                out.append(Candidate(label, "baseline", instruction=text, info={"baseline": "instruction", "text": text}))
         else:
             text = persona(countries[0]) if name == "text" else None
             v = init_prompt(backbone, num_virtual_tokens, name, text, seed)

@@ -5,8 +5,9 @@ from culturalign.targets.table import (
     SOURCES,
     Target,
     list_countries,
+    persona,
     load_table,
     resolve_target,
 )
 
-__all__ = ["DIMENSIONS", "SOURCES", "Target", "list_countries", "load_table", "resolve_target"]
+__all__ = ["DIMENSIONS", "SOURCES", "Target", "list_countries", "load_table", "persona", "resolve_target"]

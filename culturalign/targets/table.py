@@ -86,6 +86,40 @@ class Target:
     scores: dict[str, float] = field(hash=False)
 
 
+# How a target reads inside "You are a person from ___.": the table's names are index keys
+# ("United States", "Africa East"), not running English. Countries whose English name takes an
+# article, and the 2015 matrix's regions, which are word-order keys, get their phrase here.
+PHRASES: dict[str, str] = {
+    "USA": "the United States",
+    "GBR": "the United Kingdom",
+    "ARE": "the United Arab Emirates",
+    "NLD": "the Netherlands",
+    "CZE": "the Czech Republic",
+    "DOM": "the Dominican Republic",
+    "PHL": "the Philippines",
+    "XARA": "the Arab countries",
+    "XAFE": "East Africa",
+    "XAFW": "West Africa",
+    "XBEF": "French-speaking Belgium",
+    "XBEN": "Dutch-speaking Belgium",
+    "XCAF": "French-speaking Canada",
+    "XGEE": "East Germany",
+    "XSAW": "South Africa (white population)",
+    "XSWF": "French-speaking Switzerland",
+    "XSWG": "German-speaking Switzerland",
+}
+# A custom target (six numbers) names no country, so its persona names none either: borrowing a
+# country's name would start the search next to a culture the user did not ask for.
+CUSTOM_PERSONA = "You are a person answering a survey about your values."
+
+
+def persona(target: Target) -> str:
+    """The default init text and hard-prompt persona for a target: 'You are a person from <country>.'"""
+    if target.iso3 is None:
+        return CUSTOM_PERSONA
+    return f"You are a person from {PHRASES.get(target.iso3, target.name)}."
+
+
 def _fold(text: str) -> str:
     """Case- and accent-insensitive key, so "sao tome and principe" finds "São Tomé and Príncipe"."""
     decomposed = unicodedata.normalize("NFKD", text.strip())
