@@ -5,8 +5,8 @@ from culturalign.targets.table import (
     SOURCES,
     Target,
     list_countries,
-    persona,
     load_table,
+    persona,
     resolve_target,
 )
 
