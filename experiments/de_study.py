@@ -124,6 +124,9 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
         "stop_reason": final["stop_reason"],
         "at": {str(n): (None if (b := best_at(history, n)) is None else b / base) for n in args.at},
         "last_mean_ratio": (history[-1]["mean_loss"] / base) if history else None,
+        # The best-so-far curve travels with the row, so a committed study.jsonl can be plotted after
+        # the run folders (usually under /tmp) are gone.
+        "curve": [[int(h["evaluations"]), h["best_loss"] / base] for h in history],
     }
 
 
@@ -168,11 +171,22 @@ def table(rows: list[dict[str, Any]], at: list[int]) -> str:
 
 
 def curves(rows: list[dict[str, Any]]) -> dict[str, list[list[tuple[int, float]]]]:
-    """Per setting, one (evaluations, best / no-prompt) curve per seed, read from each run's metrics log."""
+    """Per setting, one (evaluations, best / no-prompt) curve per seed: the row's own, else its run's metrics log.
+
+    A row with neither (a study from before rows kept their curve, its folder since deleted) is left
+    out of the plot with a note, rather than failing the table that the rows still give.
+    """
     out: dict[str, list[list[tuple[int, float]]]] = {}
     for r in rows:
-        history = read_csv(Path(r["root"]) / f"{r['setting']}-s{r['seed']}")
-        out.setdefault(r["setting"], []).append([(int(h["evaluations"]), h["best_loss"] / r["no_prompt_loss"]) for h in history])
+        run_dir = Path(r["root"]) / f"{r['setting']}-s{r['seed']}"
+        if "curve" in r:
+            curve = [(int(e), float(v)) for e, v in r["curve"]]
+        elif run_dir.is_dir():
+            curve = [(int(h["evaluations"]), h["best_loss"] / r["no_prompt_loss"]) for h in read_csv(run_dir)]
+        else:
+            print(f"plot: {r['setting']} seed {r['seed']} left out: no curve in its row and no run folder {run_dir}", file=sys.stderr)
+            continue
+        out.setdefault(r["setting"], []).append(curve)
     return out
 
 

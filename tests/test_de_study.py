@@ -71,6 +71,18 @@ def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_d
     assert "| rs |" in capsys.readouterr().out and png.stat().st_size > 1000
     curves = study.curves(study.read_rows(other))
     assert len(curves["rs"]) == 2 and all(c[-1][0] == 8 for c in curves["rs"])
+    # Each row carries its curve, the run's own log read back: the plot needs no run folder.
+    for r in rows:
+        assert r["curve"][-1][0] == 8 and abs(r["curve"][-1][1] - r["at"]["8"]) < 1e-9
+    for seed in (0, 1):
+        shutil.rmtree(other / f"rs-s{seed}")
+    assert study.curves(study.read_rows(other))["rs"] == curves["rs"]
+    # A row that predates stored curves, its folder gone, is left out of the plot with a note.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "study.jsonl").write_text(json.dumps({k: v for k, v in rows[0].items() if k != "curve"}) + "\n")
+    assert study.curves(study.read_rows(bare)) == {}
+    assert "left out" in capsys.readouterr().err
 
 
 def test_best_at_reads_the_history_as_the_run_saw_it():
