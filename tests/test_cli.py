@@ -83,3 +83,16 @@ def test_bad_target_exits_2_with_one_line(tiny_model_dir, capsys):
     err = capsys.readouterr().err.strip()
     # One line, and before the model was even loaded.
     assert err.startswith("culturalign: error:") and "Saudi Arabia" in err and len(err.splitlines()) == 1
+
+
+def test_black_box_report_names_reported_wordings_by_their_split(tiny_model_dir, tmp_path):
+    """vsm13_blocks declares `split: test` and has been read before: a report never calls it held out (GD's does the same)."""
+    from tiny import tiny_fit_argv
+
+    argv = tiny_fit_argv(tiny_model_dir, tmp_path, "--optimizer.popsize", "4", "--search.budget", "4", "--run.name", "r")
+    argv[argv.index("--survey.heldout") + 1] = "[vsm13_blocks]"
+    run(argv)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "best on test vsm13_blocks" in report and "held-out" not in report
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert set(meta["heldout"]) == {"best on test vsm13_blocks", "no prompt on test vsm13_blocks"}

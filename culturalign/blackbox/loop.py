@@ -304,9 +304,12 @@ def _finish(
         "init prompt": result_summary(ctx.fitness, init),
         "best": result_summary(ctx.fitness, best),
     }
+    reported: list[str] = []  # keys of the reported-wording rows (named by split: `test vsm13_blocks`)
     for name, fit in ctx.heldout.items():
-        rows[f"best on held-out {name}"] = result_summary(fit, fit(best_prompt))
-        rows[f"no prompt on held-out {name}"] = result_summary(fit, fit(None))
+        label = ctx.reported_label(name)
+        for key, prompt in ((f"best on {label}", best_prompt), (f"no prompt on {label}", None)):
+            rows[key] = result_summary(fit, fit(prompt))
+            reported.append(key)
     for name, fit in _other_order(ctx).items():  # the training wording, but answer positions it was not fitted on
         rows[f"best, {name}"] = result_summary(fit, fit(best_prompt))
         rows[f"no prompt, {name}"] = result_summary(fit, fit(None))
@@ -319,7 +322,7 @@ def _finish(
         "evaluations": evaluations,
         "best_loss": rows["best"]["loss"],
         "best": rows["best"],
-        "heldout": {k: v for k, v in rows.items() if "held-out" in k},
+        "heldout": {k: rows[k] for k in reported},
         "both_orders": {k: v for k, v in rows.items() if "both answer orders" in k},
         "seconds": seconds,
         "stop_reason": stop_reason,
@@ -335,7 +338,7 @@ def _finish(
         )
     dimension_bars(
         dims,
-        {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if "held-out" not in k and "answer orders" not in k},
+        {k: [v["dimensions"][d] for d in dims] for k, v in rows.items() if k not in reported and "answer orders" not in k},
         ctx.fitness.target,
         ctx.run_dir / "dimensions.png",
         title=f"target: {ctx.meta['target']['name']}",

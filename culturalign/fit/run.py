@@ -56,6 +56,16 @@ class FitContext:
     sample: int = 0  # readings drawn per GD step / black-box generation (culturalign.survey.readings); 0 = all
     started: float = field(default_factory=time.time)
 
+    def reported_label(self, name: str) -> str:
+        """How a report names a reported wording: validation wordings (--survey.validation) picked the
+        checkpoint, so they are not called held out; a wording whose file declares a split is named by
+        it (`development vsm13@5`: it chose the protocol; `test vsm13_blocks`); any other is held out."""
+        if name.startswith("validation "):
+            return name
+        fit = self.heldout.get(name)
+        split = fit.survey.wording_split if fit is not None else None
+        return f"{split} {name}" if split in ("development", "test") else f"held-out {name}"
+
 
 def prepare_run_dir(run: RunArgs, default_name: str) -> Path:
     """Create (or reuse) the run folder, refusing early if it cannot be written."""

@@ -12,14 +12,8 @@ def fmt(v: float | None, digits: int = 3) -> str:
 
 
 def column(ctx: FitContext, name: str) -> str:
-    """A reported wording's column: validation wordings (--survey.validation) picked the checkpoint, so
-    they are not called held-out; a held-out wording whose file declares a split is named by it
-    (`development vsm13@5`: it chose the protocol; `test vsm13_blocks`)."""
-    if name.startswith("validation "):
-        return name
-    fit = ctx.heldout.get(name)
-    split = fit.survey.wording_split if fit is not None else None
-    return f"{split} {name}" if split in ("development", "test") else f"held-out {name}"
+    """A reported wording's column (the black-box report names it the same way)."""
+    return ctx.reported_label(name)
 
 
 def survey_table(ctx: FitContext, r: dict[str, Any]) -> str:
