@@ -126,7 +126,7 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
         "last_mean_ratio": (history[-1]["mean_loss"] / base) if history else None,
         # The best-so-far curve travels with the row, so a committed study.jsonl can be plotted after
         # the run folders (usually under /tmp) are gone.
-        "curve": [[int(h["evaluations"]), h["best_loss"] / base] for h in history],
+        "curve": [list(p) for p in curve_of(history, base)],
     }
 
 
@@ -170,6 +170,11 @@ def table(rows: list[dict[str, Any]], at: list[int]) -> str:
     return "\n".join(out)
 
 
+def curve_of(history: list[dict[str, float]], no_prompt_loss: float) -> list[tuple[int, float]]:
+    """A run's best-so-far curve from its metrics log: (evaluations, best / no-prompt loss) per generation."""
+    return [(int(h["evaluations"]), h["best_loss"] / no_prompt_loss) for h in history]
+
+
 def curves(rows: list[dict[str, Any]]) -> dict[str, list[list[tuple[int, float]]]]:
     """Per setting, one (evaluations, best / no-prompt) curve per seed: the row's own, else its run's metrics log.
 
@@ -182,7 +187,7 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, list[list[tuple[int, float]]
         if "curve" in r:
             curve = [(int(e), float(v)) for e, v in r["curve"]]
         elif run_dir.is_dir():
-            curve = [(int(h["evaluations"]), h["best_loss"] / r["no_prompt_loss"]) for h in read_csv(run_dir)]
+            curve = curve_of(read_csv(run_dir), r["no_prompt_loss"])
         else:
             print(f"plot: {r['setting']} seed {r['seed']} left out: no curve in its row and no run folder {run_dir}", file=sys.stderr)
             continue

@@ -11,16 +11,11 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None or v != v else f"{v:.{digits}f}"
 
 
-def column(ctx: FitContext, name: str) -> str:
-    """A reported wording's column (the black-box report names it the same way)."""
-    return ctx.reported_label(name)
-
-
 def survey_table(ctx: FitContext, r: dict[str, Any]) -> str:
     """No prompt, init and trained prompt on the training wordings and every held-out / validation wording."""
     s = r["survey"]
     names = list(s["after"]["heldout"])
-    head = "| prompt | training wordings loss | " + " | ".join(column(ctx, n) for n in names) + " |"
+    head = "| prompt | training wordings loss | " + " | ".join(ctx.reported_label(n) for n in names) + " |"
     lines = [head, "|---|---|" + "---|" * len(names)]
     for label, row in (("no prompt", s["no_prompt"]), ("init prompt", s["before"]), ("GD best", s["after"])):
         lines.append(f"| {label} | {row['loss']:.2f} | " + " | ".join(f"{row['heldout'][n]:.2f}" for n in names) + " |")
