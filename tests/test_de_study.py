@@ -74,6 +74,9 @@ def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_d
     # Each row carries its curve, the run's own log read back: the plot needs no run folder.
     for r in rows:
         assert r["curve"][-1][0] == 8 and abs(r["curve"][-1][1] - r["at"]["8"]) < 1e-9
+        # ... and against seconds of search, the same best values at the same generations.
+        assert [v for _, v in r["curve_seconds"]] == [v for _, v in r["curve"]]
+        assert r["curve_seconds"][-1][0] <= r["seconds"] + 0.05  # the final line rounds to 0.1 s
     for seed in (0, 1):
         shutil.rmtree(other / f"rs-s{seed}")
     assert study.curves(study.read_rows(other))["rs"] == curves["rs"]
@@ -85,8 +88,33 @@ def test_two_settings_one_seed_then_the_table_from_the_results_file(tiny_model_d
     assert "left out" in capsys.readouterr().err
 
 
-def test_best_at_reads_the_history_as_the_run_saw_it():
+def test_value_at_reads_the_curve_as_the_run_saw_it():
     study = load_script()
-    history = [{"evaluations": 4, "best_loss": 3.0}, {"evaluations": 8, "best_loss": 2.0}]
-    assert study.best_at(history, 4) == 3.0 and study.best_at(history, 6) == 3.0 and study.best_at(history, 8) == 2.0
-    assert study.best_at(history, 12) is None  # the run stopped before: no number rather than a flattering one
+    curve = [(4, 3.0), (8, 2.0)]
+    assert study.value_at(curve, 4) == 3.0 and study.value_at(curve, 6) == 3.0 and study.value_at(curve, 8) == 2.0
+    assert study.value_at(curve, 12) is None  # the run stopped before: no number rather than a flattering one
+    assert study.value_at(curve, 2) is None and study.value_at([], 4) is None
+
+
+def test_a_gd_run_is_a_row_compared_by_seconds(tiny_model_dir, tmp_path, capsys):
+    """configs/gd_survey_cpu.yaml through the study: its curve is read from the fold's survey history, by
+    steps and by seconds; "@N evaluations" stays empty (steps are not surveys); the time plot draws it."""
+    study = load_script()
+    config = Path(__file__).parents[1] / "configs" / "gd_survey_cpu.yaml"
+    tiny = f"--model {tiny_model_dir} --model.dtype float32 --prompt.num_virtual_tokens 4 --optimizer.max_time 3"
+    png = tmp_path / "time.png"
+    marks = ["--at", "8", "--at-seconds", "0", "1e6"]
+    plot = ["--plot-x", "seconds", "--plot", str(png)]
+    argv = ["--root", str(tmp_path), "--config", str(config), "--seeds", "0", *marks, "--setting", f"gd={tiny}", *plot]
+    assert study.main(argv) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "study.jsonl").read_text().splitlines()]
+    result = json.loads((tmp_path / "gd-s0" / "fold0" / "result.json").read_text())
+    assert row["kind"] == "gd" and row["evaluations"] == result["global_step"] > 0
+    assert row["best_loss"] == result["survey"]["after"]["loss"] and row["at"] == {"8": None}
+    assert row["curve"][0] == [0, row["init_loss"] / row["no_prompt_loss"]]
+    ratios = [v for _, v in row["curve_seconds"]]
+    assert ratios == sorted(ratios, reverse=True) and len(ratios) == len(result["survey"]["history"]) + 1  # best so far
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| gd |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "-" and cells[4] == f"{ratios[0]:.3f}" and cells[5] == "-"  # past the run's end: no number
+    assert cells[-2].endswith("steps") and png.stat().st_size > 1000
