@@ -47,6 +47,18 @@ def test_left_padding_does_not_change_scores(tiny_backbone):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_text_init_reads_the_text_it_is_given_and_has_no_default_persona(tiny_backbone):
+    """The model layer does not know the target, so a text init without a text is refused rather than
+    starting every country from one country's persona (the CLI passes culturalign.targets.persona)."""
+    weight = tiny_backbone.model.get_input_embeddings().weight.detach().float()
+    ids = tiny_backbone.tokenizer("You are a person from Japan.", add_special_tokens=False)["input_ids"]
+    v = init_prompt(tiny_backbone, len(ids), "text", "You are a person from Japan.")
+    assert torch.equal(v, weight[torch.tensor(ids)])
+    for text in (None, ""):
+        with pytest.raises(CulturalignError, match="init_text"):
+            init_prompt(tiny_backbone, 4, "text", text)
+
+
 def test_round_trip_and_mismatch_errors(tiny_backbone, tiny_model_dir, tmp_path):
     prompt = init_prompt(tiny_backbone, 3, "vocab")
     save_prompt(tmp_path / "r", prompt, _meta(tiny_backbone, 3))

@@ -17,7 +17,6 @@ from culturalign.model.backbone import Backbone
 
 InitMode = Literal["random", "vocab", "text"]
 INIT_MODES: tuple[str, ...] = ("random", "vocab", "text")
-DEFAULT_INIT_TEXT = "You are a person from Saudi Arabia."
 # T = 10 by default: the embedded-model probes in docs/ fit the survey with 10 tokens, and every
 # extra token costs prefix compute in each of the thousands of survey administrations.
 DEFAULT_NUM_VIRTUAL_TOKENS = 10
@@ -34,7 +33,9 @@ def init_prompt(
 
     random: Gaussian with the embedding matrix's mean and std per dimension (a token-like norm).
     vocab:  embeddings of T token ids sampled uniformly from the vocabulary (Lester et al.).
-    text:   embeddings of `init_text`, repeated or cut to T tokens (PEFT's TEXT init).
+    text:   embeddings of `init_text`, repeated or cut to T tokens (PEFT's TEXT init). There is no
+            default text: a persona depends on the target (`culturalign.targets.persona`), which this
+            layer does not know, and a silent default would start every country from one persona.
     """
     if num_virtual_tokens < 1:
         raise CulturalignError(f"num_virtual_tokens={num_virtual_tokens} must be >= 1; try 10")
@@ -49,10 +50,14 @@ def init_prompt(
     if init == "vocab":
         ids = torch.randint(0, weight.shape[0], (T,), generator=gen)
         return weight[ids.to(weight.device)].cpu().clone()
-    text = init_text or DEFAULT_INIT_TEXT
-    ids = backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not init_text:
+        raise CulturalignError(
+            f"init='text' needs an init_text (got {init_text!r}); give an instruction such as "
+            "culturalign.targets.persona(target), e.g. 'You are a person from Saudi Arabia.'"
+        )
+    ids = backbone.tokenizer(init_text, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise CulturalignError("init_text is empty; give an instruction such as 'You are a person from Saudi Arabia.'")
+        raise CulturalignError(f"init_text={init_text!r} has no tokens; give an instruction such as 'You are a person from Saudi Arabia.'")
     ids = (ids * (T // len(ids) + 1))[:T]
     return weight[torch.tensor(ids, device=weight.device)].cpu().clone()
 
