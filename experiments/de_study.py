@@ -214,12 +214,12 @@ def table(rows: list[dict[str, Any]], at: list[int], at_seconds: list[float] | N
     for name, rs in order.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         cells = [name, f"`{rs[0]['flags']}`" if rs[0]["flags"] else "(config as is)", ",".join(str(r["seed"]) for r in rs)]
-        for n in at:
-            vals = [r["at"].get(str(n)) for r in rs]
+        for n in at:  # read from each curve, so `--table-only --at N` works for any N; GD steps are not evaluations
+            vals = [read_at(r, "evaluations", n) if r.get("kind") != "gd" else None for r in rs]
             vals = [v for v in vals if v is not None]
             cells.append(spread(vals) + ("" if len(vals) in (0, len(rs)) else f" (n={len(vals)})"))
         for t in at_seconds:
-            vals = [v for r in rs if (c := curve_for(r, "seconds")) is not None and (v := value_at(c, t)) is not None]
+            vals = [v for r in rs if (v := read_at(r, "seconds", t)) is not None]
             cells.append(spread(vals) + ("" if len(vals) in (0, len(rs)) else f" (n={len(vals)})"))
         cells += [
             spread([r["ratio"] for r in rs]),
@@ -247,6 +247,14 @@ def curve_for(row: dict[str, Any], x: str = "evaluations") -> list[tuple[float, 
     if row.get("kind", "blackbox") == "blackbox" and (run_dir / "logs" / "metrics.csv").is_file():
         return curve_of(read_csv(run_dir), row["no_prompt_loss"], x)
     return None
+
+
+def read_at(row: dict[str, Any], x: str, mark: float) -> float | None:
+    """A row's ratio at `mark` evaluations or seconds: from its curve, else the value it stored when it ran."""
+    curve = curve_for(row, x)
+    if curve is not None:
+        return value_at(curve, mark)
+    return row["at"].get(str(mark)) if x == "evaluations" else None
 
 
 def curves(rows: list[dict[str, Any]], x: str = "evaluations") -> dict[str, list[list[tuple[float, float]]]]:
