@@ -114,15 +114,16 @@ def run_one(args: argparse.Namespace, name: str, flags: list[str], seed: int) ->
     if rc != 0 or final is None:
         raise SystemExit(f"{run_name} failed (exit {rc}); see {log}\n  {shlex.join(cmd)}")
     reading = read_gd(Path(final["run_dir"])) if "best_loss" not in final else read_blackbox(Path(final["run_dir"]), final)
-    return {
+    row = {
         "setting": name,
         "flags": shlex.join(flags),
         "seed": seed,
         "command": shlex.join(cmd),
         **reading,
         "wall_seconds": round(wall, 1),
-        "at": {str(n): value_at(reading["curve"], n) if reading["kind"] == "blackbox" else None for n in args.at},
     }
+    row["at"] = {str(n): read_at(row, "evaluations", n) for n in args.at}
+    return row
 
 
 def read_blackbox(run_dir: Path, final: dict[str, Any]) -> dict[str, Any]:
@@ -214,13 +215,11 @@ def table(rows: list[dict[str, Any]], at: list[int], at_seconds: list[float] | N
     for name, rs in order.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         cells = [name, f"`{rs[0]['flags']}`" if rs[0]["flags"] else "(config as is)", ",".join(str(r["seed"]) for r in rs)]
-        for n in at:  # read from each curve, so `--table-only --at N` works for any N; GD steps are not evaluations
-            vals = [read_at(r, "evaluations", n) if r.get("kind") != "gd" else None for r in rs]
-            vals = [v for v in vals if v is not None]
-            cells.append(spread(vals) + ("" if len(vals) in (0, len(rs)) else f" (n={len(vals)})"))
-        for t in at_seconds:
-            vals = [v for r in rs if (v := read_at(r, "seconds", t)) is not None]
-            cells.append(spread(vals) + ("" if len(vals) in (0, len(rs)) else f" (n={len(vals)})"))
+        # Read from each curve, so `--table-only --at N` works for any N; "(n=k)" when only k seeds got that far.
+        for x, marks in (("evaluations", at), ("seconds", at_seconds)):
+            for mark in marks:
+                vals = [v for r in rs if (v := read_at(r, x, mark)) is not None]
+                cells.append(spread(vals) + ("" if len(vals) in (0, len(rs)) else f" (n={len(vals)})"))
         cells += [
             spread([r["ratio"] for r in rs]),
             " / ".join(f"{r['ratio']:.2f}" for r in rs),
@@ -239,7 +238,13 @@ def curve_of(history: list[dict[str, float]], no_prompt_loss: float, x: str = "e
 
 
 def curve_for(row: dict[str, Any], x: str = "evaluations") -> list[tuple[float, float]] | None:
-    """A row's best-so-far curve against evaluations or seconds: its own, else its run's metrics log, else None."""
+    """A row's best-so-far curve against evaluations or seconds: its own, else its run's metrics log, else None.
+
+    A GD row has none against evaluations: its steps are not survey evaluations (its step curve stays in
+    the row, but tables and plots by evaluations leave it out rather than mix the units).
+    """
+    if x == "evaluations" and row.get("kind") == "gd":
+        return None
     key = "curve" if x == "evaluations" else "curve_seconds"
     if key in row:
         return [(float(e), float(v)) for e, v in row[key]]
@@ -254,7 +259,7 @@ def read_at(row: dict[str, Any], x: str, mark: float) -> float | None:
     curve = curve_for(row, x)
     if curve is not None:
         return value_at(curve, mark)
-    return row["at"].get(str(mark)) if x == "evaluations" else None
+    return row.get("at", {}).get(str(mark)) if x == "evaluations" else None
 
 
 def curves(rows: list[dict[str, Any]], x: str = "evaluations") -> dict[str, list[list[tuple[float, float]]]]:
@@ -267,7 +272,8 @@ def curves(rows: list[dict[str, Any]], x: str = "evaluations") -> dict[str, list
     for r in rows:
         curve = curve_for(r, x)
         if curve is None:
-            print(f"plot: {r['setting']} seed {r['seed']} left out: no curve in its row and no run folder", file=sys.stderr)
+            why = "GD steps are not evaluations" if r.get("kind") == "gd" else "no curve in its row and no run folder"
+            print(f"plot: {r['setting']} seed {r['seed']} left out of the plot by {x}: {why}", file=sys.stderr)
             continue
         out.setdefault(r["setting"], []).append(curve)
     return out
