@@ -279,3 +279,54 @@ def test_two_plugins_with_one_name_fail_naming_both(tiny_model_dir, tmp_path, mo
         run(["fit", "--optimizer", "DE", "--model", str(tiny_model_dir)])
     message = capsys.readouterr().err
     assert exc.value.code == 2 and "culturalign-dup-a" in message and "culturalign-dup-b" in message
+
+
+def _de(restart_after: int | None, seed: int = 7) -> BlackBoxOptimizer:
+    opt = discover()["DE"](popsize=6, crossover=0.9, restart_after=restart_after, restart_sigma=0.25)
+    opt.setup(SearchSetup(dim=12, budget=600, sigma=2.0, seed=seed))
+    return opt
+
+
+def test_de_restarts_around_its_best_point_after_a_stall(tmp_path):
+    """After `restart_after` generations that do not beat the best told loss, DE draws a fresh population
+    around the best point with spread restart_sigma * sigma; the run's best point is what it recommends;
+    a replayed record restarts at the same generation with the same draws (resume stays exact)."""
+    a, record = _de(restart_after=3), AskTellRecord()
+    z = a.ask()
+    losses = np.arange(6.0)  # generation 1: candidate 0 is the best ever told
+    a.tell(z, losses)
+    record.add(z, losses)
+    best = z[0].copy()
+    for g in range(3):  # three generations, none better: the third triggers the restart
+        assert a.progress() == {"restarts": 0}
+        z = a.ask()
+        a.tell(z, np.full(6, 10.0 + g))
+        record.add(z, np.full(6, 10.0 + g))
+    assert a.progress() == {"restarts": 1}
+    assert np.array_equal(a.recommend(), best)
+    fresh = a.ask()  # the restarted population: centred on the best point, spread 0.25 * 2.0
+    assert np.abs(fresh.mean(0) - best).mean() < 0.5 and 0.2 < (fresh - best).std() < 1.0
+    assert np.abs(fresh - best).mean() < np.abs(z - best).mean()  # tighter than the stalled population
+    b = _de(restart_after=3)
+    record.replay(b, tmp_path)
+    assert b.progress() == {"restarts": 1} and np.array_equal(b.ask(), fresh)
+    # Without restarts the same record asks the stalled population's next generation instead.
+    c = _de(restart_after=None)
+    record.replay(c, tmp_path)
+    assert c.progress() == {} and not np.array_equal(c.ask(), fresh)
+
+
+@pytest.mark.parametrize("flag, value", [("restart_after", "0"), ("restart_sigma", "0")])
+def test_de_restart_settings_are_checked(flag, value, tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run(tiny_fit_argv(tiny_model_dir, tmp_path, "--optimizer", "DE", f"--optimizer.{flag}", value))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and any(f"optimizer.{flag}={value}" in line for line in err)
+
+
+def test_de_with_restarts_runs_and_reports_them(tiny_model_dir, tmp_path, capsys):
+    """From the CLI: a stall of one generation restarts DE; meta.json and the closing line count the restarts."""
+    run(fit_args(tiny_model_dir, tmp_path, "r", "DE", 8, "false") + ["--optimizer.restart_after", "1"])
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    closing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert meta["restarts"] == closing["restarts"] >= 1 and meta["optimizer"]["config"]["restart_after"] == 1

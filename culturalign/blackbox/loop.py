@@ -273,15 +273,12 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
                     ratio=f"{progress.best_loss / no_prompt:.2f}x",
                     mean=f"{losses.mean():.2f}",
                     evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}",
+                    **optimizer.progress(),
                 )
             last_seconds = seconds
     if stop_reason == "budget" and resumed and len(progress.history) == resumed_at:
         stop_reason = "already complete"
-    summary = (
-        _finish(ctx, progress.best_prompt, meta_base, baseline, init, progress.history, progress.evaluations, stop_reason)
-        if is_main
-        else {}
-    )
+    summary = _finish(ctx, progress, meta_base, baseline, init, stop_reason, optimizer.progress()) if is_main else {}
     if stop_reason == "interrupted":  # on ranks > 0 without a signal of their own: a clean exit
         raise SystemExit(130 if stop.signal == signal.SIGINT else 0)
     return summary
@@ -289,15 +286,15 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
 
 def _finish(
     ctx: FitContext,
-    best_prompt: torch.Tensor,
+    progress: _Progress,
     meta_base: dict[str, Any],
     baseline: Any,
     init: Any,
-    history: list[list[float]],
-    evaluations: int,
     stop_reason: str,
+    counters: dict[str, int],
 ) -> dict[str, Any]:
-    """Final report: rescore the best prompt, write meta.json, table, plots."""
+    """Final report: rescore the best prompt, write meta.json, table, plots; `counters` are the optimizer's (restarts)."""
+    best_prompt, history, evaluations = progress.best_prompt, progress.history, progress.evaluations
     best = ctx.fitness(best_prompt)
     rows = {
         "no prompt": result_summary(ctx.fitness, baseline),
@@ -326,6 +323,7 @@ def _finish(
         "both_orders": {k: v for k, v in rows.items() if "both answer orders" in k},
         "seconds": seconds,
         "stop_reason": stop_reason,
+        **counters,
     }
     save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
     (ctx.run_dir / "report.md").write_text(table + "\n")
@@ -356,6 +354,7 @@ def _finish(
                 "evaluations": evaluations,
                 "seconds": round(seconds, 1),
                 "stop_reason": stop_reason,
+                **counters,
             }
         )
     )

@@ -21,17 +21,23 @@ class NevergradOptimizer(BlackBoxOptimizer):
         raise NotImplementedError
 
     def setup(self, setup: SearchSetup) -> None:
+        self._setup = setup
+        self._opt = self._start(np.zeros(setup.dim), setup.sigma, np.random.RandomState(setup.seed), setup.budget)
+
+    def _start(self, centre: np.ndarray, sigma: float, random_state: np.random.RandomState, budget: int) -> Any:
+        """A fresh nevergrad optimizer sampling around `centre` with spread `sigma`, drawing only from `random_state`."""
         import nevergrad as ng
 
-        param = ng.p.Array(init=np.zeros(setup.dim)).set_mutation(sigma=setup.sigma)
-        param.random_state = np.random.RandomState(setup.seed)
-        self._opt = self._build(param, setup.budget)
+        param = ng.p.Array(init=centre).set_mutation(sigma=sigma)
+        param.random_state = random_state
+        opt = self._build(param, budget)
         # nevergrad keeps every evaluated point in its archive (210 MB at 40k dims after 320
         # evaluations): keep only the best few so long runs have bounded memory.
         from nevergrad.optimization.utils import Pruning
 
-        self._opt.pruning = Pruning(min_len=self.popsize, max_len=4 * self.popsize)
+        opt.pruning = Pruning(min_len=self.popsize, max_len=4 * self.popsize)
         self._pending: list[Any] = []
+        return opt
 
     def ask(self) -> np.ndarray:
         self._pending = [self._opt.ask() for _ in range(self.popsize)]

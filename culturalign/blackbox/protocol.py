@@ -63,3 +63,7 @@ class BlackBoxOptimizer(Optimizer):
     @abstractmethod
     def recommend(self) -> np.ndarray:
         """The optimizer's current best guess, shape (dim,)."""
+
+    def progress(self) -> dict[str, int]:
+        """Counters worth showing beside the loss (e.g. DE's restarts): on the progress bar and in meta.json."""
+        return {}
