@@ -355,3 +355,24 @@ def test_continuations_in_one_block_masked_forward_equal_each_fed_alone(tiny_bac
                 ref = logits[0, :n].float().log_softmax(-1).gather(-1, c[r, :n, None]).squeeze(-1)
                 assert torch.allclose(lp[r, :n], ref, atol=1e-4), (r, lp[r, :n], ref)
                 assert (lp[r, n:] == 0).all()
+
+
+def test_read_only_cache_gives_the_same_last_logits_and_keeps_only_the_prefix(tiny_backbone):
+    """The logits mode's suffix forward on a read-only copy of the prefix cache: the same next-token
+    logits as on an ordinary copy, while the copy still holds the prefix alone afterwards (the suffix's
+    keys, the survey's largest allocation, are never kept) and the prefill cache is untouched."""
+    from culturalign.model.prefix_cache import expand_cache, prefill, suffix_last_logits
+
+    g = torch.Generator().manual_seed(0)
+    vocab = tiny_backbone.model.config.vocab_size
+    prefix, ids = torch.randint(3, vocab, (5,), generator=g), torch.randint(3, vocab, (4, 6), generator=g)
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[2, :3] = 0  # left padding, as the survey's rows have
+    prompt = init_prompt(tiny_backbone, 3, "random", seed=1).unsqueeze(0)
+    with torch.inference_mode():
+        cache, length = prefill(tiny_backbone, prompt, prefix, 1)
+        ordinary, kept = expand_cache(tiny_backbone, cache, 4), expand_cache(tiny_backbone, cache, 4, read_only=True)
+        want, _ = suffix_last_logits(tiny_backbone, ordinary, length, 1, ids, mask)
+        got, _ = suffix_last_logits(tiny_backbone, kept, length, 1, ids, mask)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert ordinary.get_seq_length() == length + 6 and kept.get_seq_length() == length == cache.get_seq_length()

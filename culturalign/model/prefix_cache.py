@@ -7,6 +7,7 @@ moves between transformers releases (`past_key_values=` -> `cache=`), so it live
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -34,16 +35,21 @@ def last_position(seq_len: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([seq_len - 1], device=device)
 
 
-def expand_cache(backbone: Backbone, cache, repeats: int, in_place: bool = False):
+def expand_cache(backbone: Backbone, cache, repeats: int, in_place: bool = False, read_only: bool = False):
     """Each row of `cache` repeated `repeats` times (row i -> rows i*repeats .. i*repeats + repeats - 1).
 
     By default a new cache and the original is left as it was, so one prefill serves several
     suffix batches (no deepcopy, so it also works inside an autograd graph: GD through the
-    survey). `in_place=True` repeats `cache` itself (its last use).
+    survey). `in_place=True` repeats `cache` itself (its last use). `read_only=True` gives a new
+    cache that attends to the prefix but does not keep what a forward adds: for a suffix whose
+    keys nothing reads afterwards (one answer token's logits), the batch's whole key/value cache
+    (~14 MB a row of ~300 tokens for SmolLM2-135M in float32) is never held, only one layer's at
+    a time. Layers other than plain `DynamicLayer` (sliding windows) keep the default behaviour.
     """
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
-    if in_place:
+    if in_place and not read_only:
         if repeats > 1:
             cache.batch_repeat_interleave(repeats)
         return cache
@@ -51,7 +57,23 @@ def expand_cache(backbone: Backbone, cache, repeats: int, in_place: bool = False
     for i, layer in enumerate(cache.layers):
         if layer.keys is not None and layer.keys.numel():
             out.layers[i].update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0))
+            if read_only and type(out.layers[i]) is DynamicLayer:
+                out.layers[i].__class__ = _read_only_layer()
     return out
+
+
+@functools.cache
+def _read_only_layer() -> type:
+    """The class is made on first use: transformers is imported lazily, as everywhere in this module."""
+    from transformers.cache_utils import DynamicLayer
+
+    class ReadOnlyLayer(DynamicLayer):
+        """A cache layer that returns prefix + new keys/values without storing the new ones."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+    return ReadOnlyLayer
 
 
 def prefill(backbone: Backbone, prompts: torch.Tensor | None, prefix_ids: torch.Tensor, batch: int):

@@ -299,12 +299,16 @@ class SurveyFitness:
         nc = n1 - n0
         p = None if prompts is None else prompts[n0:n1]
         cache, L = prefill(self.backbone, p, self.prefix_ids, nc)
+        # Only cloze labels and generation read the rows' own keys after the row: the logits mode
+        # attends to the prefix without keeping each bucket's (its largest allocation otherwise).
+        read_only = self.answering.mode == "logits"
         for k, (rows, ids, mask) in enumerate(self.chunks):
             r = ids.shape[0]
             # The last bucket may consume the prefill cache itself; the others work on copies.
-            c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1)
+            c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1, read_only=read_only)
             logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
             yield k, c, logits, full_mask, rows, nc, r
+            del c, logits, full_mask  # before the next bucket's forward, not after it
 
     def _answer_scores(self, k: int, cache, logits: torch.Tensor, mask: torch.Tensor, nc: int, piece: slice = slice(None)) -> torch.Tensor:
         """Log-probabilities over the K answers of each row of bucket k (or of its rows `piece`): (nc * r, K), as listed.
@@ -331,7 +335,9 @@ class SurveyFitness:
         nc, limit = n1 - n0, self.answering.max_grad_rows
         if not (torch.is_grad_enabled() and prompts is not None and limit and nc * self.num_rows > limit):
             for k, cache, logits, mask, rows, nc, r in self._forward_rows(prompts, n0, n1):
-                yield rows, self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+                scores = self._answer_scores(k, cache, logits, mask, nc).view(nc, r, self.K)
+                del cache, logits, mask  # so one bucket's cache is alive at a time, not two
+                yield rows, scores
             return
         from torch.utils.checkpoint import checkpoint
 
@@ -348,7 +354,7 @@ class SurveyFitness:
         copied, never extended in place: the backward pass recomputes this from the same cache."""
         _, ids, mask = self.chunks[k]
         ids, mask = ids[piece], mask[piece]
-        c = expand_cache(self.backbone, cache, ids.shape[0])
+        c = expand_cache(self.backbone, cache, ids.shape[0], read_only=self.answering.mode == "logits")
         logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
         return self._answer_scores(k, c, logits, full_mask, nc, piece)
 
@@ -398,6 +404,7 @@ class SurveyFitness:
                 decoded = self.backbone.tokenizer.batch_decode(tokens, skip_special_tokens=True)
                 for i, text in enumerate(decoded):
                     texts[n0 + i // r][int(rows[i % r])] = text
+                del cache, logits, mask  # one bucket's cache alive at a time
         return texts, bad
 
     def _generated_answers(self, prompts, N):
