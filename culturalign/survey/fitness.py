@@ -286,6 +286,12 @@ class SurveyFitness:
                 values, dists, invalid, texts = self._probability_answers(prompts, N)
             return self._summarise(values, dists, invalid, texts)
 
+    @property
+    def _rows_keys_unread(self) -> bool:
+        """Only cloze labels and generation read a row's own keys after the row: the logits mode attends to
+        the prefix without keeping each bucket's keys (its largest allocation otherwise)."""
+        return self.answering.mode == "logits"
+
     def _candidate_chunks(self, N: int):
         R = self.num_rows
         per = max(1, self.answering.max_batch_rows // R) if R <= self.answering.max_batch_rows else 1
@@ -299,13 +305,10 @@ class SurveyFitness:
         nc = n1 - n0
         p = None if prompts is None else prompts[n0:n1]
         cache, L = prefill(self.backbone, p, self.prefix_ids, nc)
-        # Only cloze labels and generation read the rows' own keys after the row: the logits mode
-        # attends to the prefix without keeping each bucket's (its largest allocation otherwise).
-        read_only = self.answering.mode == "logits"
         for k, (rows, ids, mask) in enumerate(self.chunks):
             r = ids.shape[0]
             # The last bucket may consume the prefill cache itself; the others work on copies.
-            c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1, read_only=read_only)
+            c = expand_cache(self.backbone, cache, r, in_place=k == len(self.chunks) - 1, read_only=self._rows_keys_unread)
             logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
             yield k, c, logits, full_mask, rows, nc, r
             del c, logits, full_mask  # before the next bucket's forward, not after it
@@ -354,7 +357,7 @@ class SurveyFitness:
         copied, never extended in place: the backward pass recomputes this from the same cache."""
         _, ids, mask = self.chunks[k]
         ids, mask = ids[piece], mask[piece]
-        c = expand_cache(self.backbone, cache, ids.shape[0], read_only=self.answering.mode == "logits")
+        c = expand_cache(self.backbone, cache, ids.shape[0], read_only=self._rows_keys_unread)
         logits, full_mask = suffix_last_logits(self.backbone, c, L, 1, ids.repeat(nc, 1), mask.repeat(nc, 1))
         return self._answer_scores(k, c, logits, full_mask, nc, piece)
 
