@@ -330,3 +330,15 @@ def test_de_with_restarts_runs_and_reports_them(tiny_model_dir, tmp_path, capsys
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     closing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert meta["restarts"] == closing["restarts"] >= 1 and meta["optimizer"]["config"]["restart_after"] == 1
+
+
+def test_de_replay_script_replays_a_run_offline(uninterrupted):
+    """experiments/de_replay.py (the offline replay behind docs/optimizers.md, "Restarts") on a tiny DE run:
+    every recorded generation replays with the run's settings, and none restarts without restart_after."""
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "experiments" / "de_replay.py"))
+    out = script["main"]([str(uninterrupted("DE"))])
+    best = [r["best"] for r in out["generations"]]
+    assert len(best) == GENS and best == sorted(best, reverse=True)
+    assert out["first_differing_generation"] is None and out["restarts_after"] == []
