@@ -243,3 +243,31 @@ def test_micro_batched_gradient_equals_the_one_graph_gradient(tiny_backbone, pro
         losses.append(loss.detach())
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_freed_heap_goes_back_before_every_piece_and_its_recomputation(tiny_backbone, prompts, monkeypatch):
+    """Each checkpointed piece first returns the previous piece's freed activations to the OS (in the
+    forward pass and again when the backward pass recomputes it), so a step's peak memory does not
+    grow with the number of pieces (docs/robustness.md, "Where the memory goes")."""
+    import culturalign.survey.fitness as fitness_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(fitness_module, "release_free_heap", lambda: calls.append(1) or True)
+    f = fitness(tiny_backbone, load_survey("vsm13"), max_grad_rows=13)
+    pieces = sum(-(-len(rows) // 13) for rows, _, _ in f.chunks)
+    p = prompts[1].clone().requires_grad_(True)
+    loss = f(p, grad=True).losses[0]
+    assert len(calls) == pieces > 1
+    loss.backward()
+    assert len(calls) == 2 * pieces
+
+
+def test_release_free_heap_is_a_no_op_without_malloc_trim(monkeypatch):
+    import sys
+
+    from culturalign.model import heap
+
+    if sys.platform.startswith("linux"):
+        assert heap.release_free_heap() is True  # glibc: the call exists and ran
+    monkeypatch.setattr(heap, "_malloc_trim", lambda: None)
+    assert heap.release_free_heap() is False

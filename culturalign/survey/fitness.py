@@ -32,6 +32,7 @@ from culturalign.errors import CulturalignError
 from culturalign.model.backbone import Backbone
 from culturalign.model.batching import common_prefix_len, pad_rows
 from culturalign.model.chat import answer_token_ids, chat_ids
+from culturalign.model.heap import release_free_heap
 from culturalign.model.prefix_cache import continuation_scores, decode_more, expand_cache, prefill, suffix_last_logits
 from culturalign.model.soft_prompt import check_prompt_fits
 from culturalign.survey.definition import Item, Survey
@@ -354,7 +355,12 @@ class SurveyFitness:
 
     def _piece_scores(self, cache, L: int, k: int, piece: slice, nc: int) -> torch.Tensor:
         """(nc * r, K) answer log-probabilities of rows `piece` of bucket k after the prefix cache, which is
-        copied, never extended in place: the backward pass recomputes this from the same cache."""
+        copied, never extended in place: the backward pass recomputes this from the same cache.
+
+        The previous piece's freed activations go back to the OS first (`release_free_heap`): left in
+        malloc's arenas they fragment, and a step's peak grows with the number of pieces rather than
+        with one piece's need."""
+        release_free_heap()
         _, ids, mask = self.chunks[k]
         ids, mask = ids[piece], mask[piece]
         c = expand_cache(self.backbone, cache, ids.shape[0], read_only=self._rows_keys_unread)
