@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+from pathlib import Path
 
 import psutil
 import pytest
@@ -180,3 +181,22 @@ def test_stopping_at_the_first_number_keeps_the_parse(tiny_backbone):
         a, b = parse_answer(text), parse_answer(full_texts[i])
         assert a == b or (a != a and b != b), (text, full_texts[i])
     assert steps == max(row_steps.tolist()) <= 32
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak-RSS reset is Linux-only")
+def test_grad_step_memory_benchmark_reports_each_phase_per_piece_size(tiny_model_dir, capsys):
+    """benchmarks/grad_step_memory.py (docs/robustness.md's memory table) on the tiny model: one fresh
+    process per piece size, forward and backward peaks apart, the same rows for every piece size."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "grad_step_memory.py"
+    spec = importlib.util.spec_from_file_location("grad_step_memory", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--model", str(tiny_model_dir), "--max-grad-rows", "0", "5", "--paraphrases", "--layouts", "1", "--steps", "0", "3"]
+    results = module.main(argv)
+    assert [(r["max_grad_rows"], r["step"]) for r in results] == [(0, 0), (0, 3), (5, 0), (5, 3)]
+    assert results[0]["rows"] == results[2]["rows"] == 48  # 2 readings of 24 items
+    for r in results:
+        assert r["forward"]["VmHWM"] > 0 and r["backward"]["VmHWM"] >= r["backward"]["VmRSS"] > 0
+    assert "| 5 | float32 | 3 |" in capsys.readouterr().out
