@@ -77,6 +77,10 @@ def test_a_subset_scores_its_readings_as_the_whole_pool_does(tiny_backbone, prom
     assert part is whole.subset([1, 4]) and part.num_readings == 2  # cached, order-free
     assert part.reading_names() == [whole.reading_names()[1], whole.reading_names()[4]]
     assert torch.allclose(part(prompts).group_losses, res.group_losses[:, [1, 4]], atol=1e-4)
+    # A draw's rows are padded to a multiple of 16 tokens (few distinct shapes: oneDNN keeps a kernel
+    # per shape) and still score as the whole pool's exact-length rows do (the line above).
+    widths = {ids.shape[1] for _, ids, _ in part.chunks}
+    assert all(w % 16 == 0 for w in widths) and any(ids.shape[1] % 16 for _, ids, _ in whole.chunks)
     pooled = fitness(tiny_backbone, surveys)
     assert pooled.num_readings == 3 and pooled.subset([2]).num_rows == 2 * 24  # a pooled reading keeps both orders
     with pytest.raises(CulturalignError, match="not a non-empty selection"):
@@ -271,3 +275,13 @@ def test_release_free_heap_is_a_no_op_without_malloc_trim(monkeypatch):
         assert heap.release_free_heap() is True  # glibc: the call exists and ran
     monkeypatch.setattr(heap, "_malloc_trim", lambda: None)
     assert heap.release_free_heap() is False
+
+
+def test_rows_padded_to_a_multiple_keep_their_tokens_at_the_right_end():
+    from culturalign.model.batching import pad_rows
+
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0, left=True, multiple=4)
+    assert ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+    ids, mask = pad_rows([[5, 6, 7, 9, 9]], pad_id=0, left=False, multiple=4)
+    assert ids.shape == (1, 8) and mask.sum() == 5
+    assert pad_rows([[1, 2]], pad_id=0)[0].shape == (1, 2)  # default: the longest row, no rounding

@@ -21,10 +21,11 @@ def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     return max(P, 0)
 
 
-def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), each (len(rows), longest row). Left padding keeps every row's last token in the last
-    column (its next-token logits); right padding keeps continuations aligned at their start."""
-    S = max(len(r) for r in rows)
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, left: bool = True, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (len(rows), longest row rounded up to a multiple of `multiple`). Left padding keeps
+    every row's last token in the last column (its next-token logits); right padding keeps continuations
+    aligned at their start. Padding is masked out, so `multiple` changes the shape, not the answer."""
+    S = -(-max(len(r) for r in rows) // multiple) * multiple
     ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), S), dtype=torch.long)
     for i, r in enumerate(rows):

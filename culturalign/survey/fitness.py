@@ -44,6 +44,14 @@ from culturalign.survey.scoring import Scoring, indices, target_loss
 # bucket (per candidate): for VSM13 that is 4 buckets and +4% tokens of padding (1 bucket: +19%).
 BUCKET_COST_TOKENS = 32
 
+# A sampled subset (a GD step's or a generation's draw of readings) pads its rows to a multiple of
+# this many tokens. Why: on CPUs with bf16, PyTorch's oneDNN kernels keep a primitive (and its
+# buffers) per input shape, up to ~1000 of them; each fresh draw brings new row lengths, so a bf16
+# GD run on the robust config grew ~45 MB a step (2.36 GiB peak by its end). Padding to multiples of
+# 16 leaves a handful of lengths: the growth stopped, for ~5-10% more tokens a step
+# (docs/robustness.md, "Where the memory goes"). The full pool keeps exact lengths: its shapes never change.
+SAMPLED_PAD_MULTIPLE = 16
+
 # A candidate whose forward produced NaN/inf gets this loss: finite so that every optimizer can
 # rank it (last), large so that it is never chosen.
 FAILED_LOSS = 1e9
@@ -134,6 +142,8 @@ CONTENT_FREE = "N/A"
 class SurveyFitness:
     """fitness(prompts[N, T, d]) -> FitnessResult; losses are what optimizers minimise."""
 
+    _pad_multiple = 1  # rows padded to a multiple of this many tokens (SAMPLED_PAD_MULTIPLE in subsets)
+
     def __init__(
         self,
         backbone: Backbone,
@@ -203,6 +213,7 @@ class SurveyFitness:
             sub.surveys = [self.surveys[w] for w in wordings]
             sub.groups = [_Group(wordings.index(g.wording), g.reverse) for g in groups]
             sub._subsets = {}
+            sub._pad_multiple = SAMPLED_PAD_MULTIPLE
             sub._tokenise()
             if len(self._subsets) >= 64:  # a step draws a fresh selection: keep the cache small
                 self._subsets.clear()
@@ -254,7 +265,7 @@ class SurveyFitness:
         self.chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.chunk_labels: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         for part in length_buckets([len(x) for x in self.suffixes], self.answering.max_batch_rows, BUCKET_COST_TOKENS):
-            ids, mask = pad_rows([self.suffixes[j] for j in part], tok.pad_token_id, left=True)
+            ids, mask = pad_rows([self.suffixes[j] for j in part], tok.pad_token_id, left=True, multiple=self._pad_multiple)
             self.chunks.append((torch.tensor(part, dtype=torch.long), ids, mask))
             if self.labels:  # label k of every row of the bucket, right-padded: fed after the row
                 self.chunk_labels.append([pad_rows([self.labels[j][k] for j in part], tok.pad_token_id, left=False) for k in range(self.K)])
