@@ -7,9 +7,14 @@ readings), one loss, one backward. Each `max_grad_rows` value runs in a fresh pr
 RSS (VmHWM) never goes down; the peak is reset (Linux `/proc/self/clear_refs`) before the forward
 and again before the backward, so each phase reports its own. RssFile is the model's weights when
 they are memory-mapped from a safetensors file of the same dtype (clean page cache, but counted in
-RSS); RssAnon is everything malloc holds. docs/robustness.md, "Where the memory goes", quotes it:
+RSS); RssAnon is everything malloc holds, and `kept` is RssAnon after the step once Python's garbage
+and malloc's free pages are released: what the step leaves behind for the next one. Two switches
+undo this wave's memory fixes, to measure them: `--no-heap-release` (no `malloc_trim` before each
+piece) and `--pad-multiple 1` (a draw's rows at their exact lengths). docs/robustness.md, "Where the
+memory goes", quotes it:
 
     python benchmarks/grad_step_memory.py --max-grad-rows 3 6 --dtype float32 --steps 0 1
+    python benchmarks/grad_step_memory.py --max-grad-rows 3 --dtype bfloat16 --steps 0 1 2 3 4 5 6 7 --pad-multiple 1
 """
 
 from __future__ import annotations
@@ -38,14 +43,21 @@ def _reset_peak() -> None:
 
 
 def one(args: argparse.Namespace, rows: int) -> list[dict[str, object]]:
+    import gc
 
+    import culturalign.survey.fitness as fitness_module
     from culturalign.commands.common import SurveyArgs
     from culturalign.model.backbone import load_backbone
+    from culturalign.model.heap import release_free_heap
     from culturalign.model.soft_prompt import init_prompt
     from culturalign.survey.fitness import Answering, SurveyFitness
     from culturalign.survey.readings import draw_readings
     from culturalign.targets.table import resolve_target
 
+    if args.no_heap_release:
+        fitness_module.release_free_heap = lambda: False
+    if args.pad_multiple is not None:
+        fitness_module.SAMPLED_PAD_MULTIPLE = args.pad_multiple
     bb = load_backbone(args.model, dtype=args.dtype)
     pool_args = SurveyArgs(paraphrases=args.paraphrases, layouts=args.layouts, reading="per_order")
     pool = pool_args.training_surveys(pool_args.wordings())
@@ -64,8 +76,14 @@ def one(args: argparse.Namespace, rows: int) -> list[dict[str, object]]:
         loss.backward()
         bwd = {"seconds": round(time.perf_counter() - t, 2), **_status()}
         prompt.grad = None
-        results.append({"max_grad_rows": rows, "dtype": args.dtype, "step": step, "rows": sub.num_rows, "forward": fwd, "backward": bwd})
+        n_rows = sub.num_rows
         del loss, sub
+        gc.collect()
+        release_free_heap()
+        kept = _status()["RssAnon"]
+        results.append(
+            {"max_grad_rows": rows, "dtype": args.dtype, "step": step, "rows": n_rows, "forward": fwd, "backward": bwd, "kept": kept}
+        )
     return results
 
 
@@ -79,6 +97,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--sample", type=int, default=2, help="readings per step (the config's)")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 1], help="which steps' draws to run")
     parser.add_argument("--target", default="SAU", help="country")
+    parser.add_argument("--no-heap-release", action="store_true", help="no malloc_trim before each piece (the code before the fix)")
+    parser.add_argument("--pad-multiple", type=int, default=None, help="pad a draw's rows to this multiple (default: the package's)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.one is not None:
@@ -92,8 +112,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         if child.returncode:
             sys.exit(f"max_grad_rows {rows}: the child process failed: {child.stderr.strip().splitlines()[-1:]}")
         results += [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
-    print("| max_grad_rows | dtype | step | rows | forward s | forward peak GiB | backward s | backward peak GiB (RssFile) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| max_grad_rows | dtype | step | rows | forward s | forward peak GiB | backward s | backward peak GiB (RssFile) | kept GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         f, b = r["forward"], r["backward"]
         cells = [
@@ -105,6 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f["VmHWM"],
             b["seconds"],
             f"{b['VmHWM']} ({b['RssFile']})",
+            r["kept"],
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     return results

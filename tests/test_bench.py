@@ -194,9 +194,11 @@ def test_grad_step_memory_benchmark_reports_each_phase_per_piece_size(tiny_model
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = ["--model", str(tiny_model_dir), "--max-grad-rows", "0", "5", "--paraphrases", "--layouts", "1", "--steps", "0", "3"]
+    results = module.main(argv + ["--pad-multiple", "1", "--no-heap-release"])  # the switches that undo the fixes run
+    assert len(results) == 4
     results = module.main(argv)
     assert [(r["max_grad_rows"], r["step"]) for r in results] == [(0, 0), (0, 3), (5, 0), (5, 3)]
     assert results[0]["rows"] == results[2]["rows"] == 48  # 2 readings of 24 items
     for r in results:
-        assert r["forward"]["VmHWM"] > 0 and r["backward"]["VmHWM"] >= r["backward"]["VmRSS"] > 0
+        assert r["forward"]["VmHWM"] > 0 and r["backward"]["VmHWM"] >= r["backward"]["VmRSS"] > 0 and r["kept"] > 0
     assert "| 5 | float32 | 3 |" in capsys.readouterr().out
