@@ -5,9 +5,9 @@ frees the same few hundred MB of activations once per checkpointed piece (and ag
 backward pass recomputes it); glibc keeps the freed chunks in its arenas, fragmented, instead of
 returning them, so resident memory grows by the sum of what fragmentation strands rather than by
 one piece's need. Measured on the embedded model in float32 (docs/robustness.md, "Where the memory
-goes"): one survey gradient step with 1-row pieces peaked at 1.57 GiB RSS, of which ~0.4 GiB was
-freed-but-kept heap; `malloc_trim(0)` before each piece brought the peak to 1.19 GiB at the same
-step time. Elsewhere (macOS, musl, Windows) there is no `malloc_trim` and this is a no-op.
+goes", benchmarks/grad_step_memory.py): one step of the robust GD config in 1-row pieces peaked at
+1.43 GiB RSS without and 1.23 GiB with `malloc_trim(0)` before each piece, at the same step time.
+Elsewhere (macOS, musl, Windows) there is no `malloc_trim` and this is a no-op.
 """
 
 from __future__ import annotations

@@ -47,9 +47,9 @@ BUCKET_COST_TOKENS = 32
 # A sampled subset (a GD step's or a generation's draw of readings) pads its rows to a multiple of
 # this many tokens. Why: on CPUs with bf16, PyTorch's oneDNN kernels keep a primitive (and its
 # buffers) per input shape, up to ~1000 of them; each fresh draw brings new row lengths, so a bf16
-# GD run on the robust config grew ~45 MB a step (2.36 GiB peak by its end). Padding to multiples of
-# 16 leaves a handful of lengths: the growth stopped, for ~5-10% more tokens a step
-# (docs/robustness.md, "Where the memory goes"). The full pool keeps exact lengths: its shapes never change.
+# GD run on the robust config grew ~40-48 MB a step (2.36 GiB peak by its end). Padding to multiples
+# of 16 leaves a handful of lengths: the growth stopped, step times alike (docs/robustness.md, "Where
+# the memory goes"). The full pool keeps exact lengths: its shapes never change.
 SAMPLED_PAD_MULTIPLE = 16
 
 # A candidate whose forward produced NaN/inf gets this loss: finite so that every optimizer can
