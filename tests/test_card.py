@@ -138,6 +138,37 @@ def test_t_quantile_matches_scipy():
         assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4), df
 
 
+def test_development_card_never_asks_the_test_split(carded, tiny_model_dir, monkeypatch):
+    """`--card.read_test false`: the card to choose on. No test wording or layout is built or asked
+    (a test name that does not exist is not even loaded); rank, positions and noise read development."""
+    from culturalign.evaluate import card as card_module
+
+    root, _, _ = carded
+    asked: list[str] = []
+    call = card_module.Reader.__call__
+    monkeypatch.setattr(
+        card_module.Reader, "__call__", lambda self, cand, label, survey: asked.append(label) or call(self, cand, label, survey)
+    )
+    out = root / "dev-card"
+    model = ["--model", str(tiny_model_dir), "--model.dtype", "float32"]
+    card = ["--card.enabled", "true", "--card.read_test", "false", "--card.development", "[vsm13@4]", "--card.development_layouts", "2"]
+    results = run(
+        ["evaluate", str(root / "de-s0"), *model, "--output", str(out), "--baselines", "[none]", "--survey.paraphrases", "[]"]
+        + ["--survey.heldout", "[]", *card, "--card.test", "[no_such_wording]", "--card.test_layouts", "3"]
+    )
+    c = results["card"]
+    assert list(c["splits"]) == ["development"] and c["read_on"] == "development"
+    assert set(asked) == {"vsm13", "vsm13@4", "layout 10000", "layout 10001"}  # train (base), development: nothing else
+    mine = c["prompts"][0]["targets"]["SAU"]
+    assert set(mine) == {"rank", "train", "development"} and set(mine["rank"]) == {"train", "development"}
+    assert c["prompts"][0]["position"]["n"] == 24 * 3 * 2  # vsm13@4 + 2 development layouts, both orders
+    assert c["format"]["layouts"] == 2 and c["settings"][0]["targets"]["SAU"]["rank"]["n"] == 1
+    report = (out / "report.md").read_text()
+    assert "development only (test not asked)" in report and "rank (dev, C-free)" in report and "test dev" not in report
+    assert "Answer positions on the development split" in report and "no_such_wording" not in report
+    assert (out / "card.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_training_wordings_are_rebuilt_and_never_reported(tmp_path):
     label, survey, layout = from_record("builtin:vsm13#paraphrase2+layout5")
     assert (label, layout.seed) == ("vsm13@2+layout5", 5)
@@ -178,6 +209,7 @@ def test_settings_group_by_config_minus_seeds(tmp_path):
         (["--card.test_layouts", "-1"], "--card.test_layouts=-1"),
         (["--card.development_seed", "20000"], "--card.development_seed=20000"),
         (["--card.test", "[no_such_wording]"], "no_such_wording"),
+        (["--card.read_test", "false", "--card.development", "[]", "--card.development_layouts", "0"], "--card.read_test false"),
     ],
 )
 def test_bad_card_options_exit_2_with_one_line(option, message, tiny_model_dir, capsys):

@@ -5,7 +5,9 @@ Splits (issue 17): **train** = the wordings a run's meta.json records it was tra
 the base survey); **development** = `--card.development` wordings plus N layouts from the
 development seed range (10000-19999); **test** = `--card.test` wordings (`vsm13_blocks`) plus N
 layouts from the test range (20000+). Layouts are the base survey rendered by
-`culturalign.survey.layouts`. Every wording is asked in both answer orders; each order is also read
+`culturalign.survey.layouts`. `--card.read_test false` gives a **development card**, the one to make
+choices on: the test split is not asked at all, and the rank, answer positions and format noise are
+read on the development split instead. Every wording is asked in both answer orders; each order is also read
 alone, so a prompt whose orders err in opposite directions and only average out is visible.
 
 A split's loss is the mean over its parts (each wording file is one part, the split's layouts
@@ -30,7 +32,6 @@ from culturalign.survey.scoring import Scoring
 from culturalign.targets import DIMENSIONS, Target, load_table
 
 READINGS = ("both", "forward", "reverse")
-SPLITS = ("train", "development", "test")
 
 
 @dataclass
@@ -55,6 +56,8 @@ class CardArgs:
     """Train-split wordings for every prompt; default: each run's own (its meta.json), baselines the base survey."""
     settings: dict[str, list[str]] = field(default_factory=dict)
     """Seeds of one setting named explicitly, {label: [run dirs]}; other runs group by config.yaml minus seeds."""
+    read_test: bool = True
+    """false: a development card, to choose on: the test split is never asked (`test`, `test_layouts` unused)."""
 
     def __post_init__(self) -> None:
         for split, n, seed in (
@@ -103,9 +106,16 @@ def build_splits(args: CardArgs, base_name: str) -> dict[str, list[Part]]:
     out = {
         "development": [Part(n, ((n, _wording(n, base, "--card.development")),)) for n in args.development]
         + _layout_part(base, args.development_layouts, args.development_seed),
-        "test": [Part(n, ((n, _wording(n, base, "--card.test")),)) for n in args.test]
-        + _layout_part(base, args.test_layouts, args.test_seed),
     }
+    if not args.read_test:
+        if not out["development"]:
+            raise CulturalignError(
+                "--card.read_test false with no development wording or layout; give --card.development or --card.development_layouts"
+            )
+        return out
+    out["test"] = [Part(n, ((n, _wording(n, base, "--card.test")),)) for n in args.test] + _layout_part(
+        base, args.test_layouts, args.test_seed
+    )
     dev = {w: s for p in out["development"] if not p.layouts for w, s in p.wordings}
     for p in out["test"]:
         for w, s in p.wordings if not p.layouts else ():
@@ -216,6 +226,12 @@ def split_reading(reader: Reader, cand: Candidate, parts: Sequence[Part], target
     }
 
 
+def read_on(splits: dict[str, Any]) -> str:
+    """The split the rank, answer positions and format noise are read on: test, unless the card is
+    a development card (`--card.read_test false`) and has none."""
+    return "test" if "test" in splits else "development"
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -230,14 +246,14 @@ def prompt_card(
     countries: dict[str, list[Target]],
 ) -> dict[str, Any]:
     """One prompt's card: per target and split, loss and no-prompt loss per reading and their ratio
-    (also per part); the target's rank among countries per split and reading; the test split's
-    answer positions; every wording's indices per reading."""
+    (also per part); the target's rank among countries per split and reading; the answer positions
+    of the split the card is read on (`read_on`); every wording's indices per reading."""
     rec: dict[str, Any] = {"label": cand.label, "kind": cand.kind, "train": [w for w, _ in splits["train"][0].wordings], "targets": {}}
     constants: dict[str, float] = {}
     for tg in targets:
         key = tg.iso3 or tg.name
         out: dict[str, Any] = {"rank": {}}
-        for split in SPLITS:
+        for split in splits:
             mine, base = (split_reading(reader, c, splits[split], tg, scoring) for c in (cand, none))
             constants = reader(cand, *splits[split][0].wordings[0])["constants"]
             out[split] = {
@@ -249,36 +265,36 @@ def prompt_card(
             }
             out["rank"][split] = {r: rank_of_target(mine["indices"][r], constants, tg, countries[key]) for r in READINGS}
         rec["targets"][key] = out
-    tests = [reader(cand, label, survey) for part in splits["test"] for label, survey in part.wordings]
+    tests = [reader(cand, label, survey) for part in splits[read_on(splits)] for label, survey in part.wordings]
     rec["position"] = histogram([d for x in tests for d in x["distributions"]])
     rec["failed"] = any(x["failed"] for x in tests)
     rec["readings"] = {
         label: {r: {d: round(v, 3) for d, v in reader(cand, label, s)[r].items()} for r in READINGS}
-        for split in SPLITS
+        for split in splits
         for part in splits[split]
         for label, s in part.wordings
     }
     return rec
 
 
-def setting_summary(group: dict[str, Any], prompts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def setting_summary(group: dict[str, Any], prompts: dict[str, dict[str, Any]], split_names: Sequence[str], ranked: str) -> dict[str, Any]:
     """Mean and 95% t-interval over a setting's seeds of every split's ratio in every reading, and of
-    the target's rank (C-free reading, test split, both orders)."""
+    the target's rank (C-free reading, split `ranked`, both orders)."""
     members = [prompts[label] for label in group["prompts"]]
     out: dict[str, Any] = {"label": group["label"], "prompts": group["prompts"], "n": len(members), "targets": {}}
     for key in members[0]["targets"]:
-        per = {split: {r: interval([m["targets"][key][split]["ratio"][r] for m in members]) for r in READINGS} for split in SPLITS}
-        ranks = [m["targets"][key]["rank"]["test"]["both"]["centred"] for m in members]
-        per["rank_test"] = {**interval(ranks), "values": ranks}
+        per = {split: {r: interval([m["targets"][key][split]["ratio"][r] for m in members]) for r in READINGS} for split in split_names}
+        ranks = [m["targets"][key]["rank"][ranked]["both"]["centred"] for m in members]
+        per["rank"] = {**interval(ranks), "values": ranks}
         out["targets"][key] = per
     return out
 
 
-def format_noise(reader: Reader, none: Candidate, test: Sequence[Part], source: str) -> dict[str, Any]:
-    """Format noise beside signal: the spread of the bare model's indices across the test layouts
-    (per reading) and the spread of the real countries' scores (table `source`, no regions, every
+def format_noise(reader: Reader, none: Candidate, parts: Sequence[Part], source: str) -> dict[str, Any]:
+    """Format noise beside signal: the spread of the bare model's indices across the layouts of
+    `parts` (the split the card is read on; per reading) and the spread of the real countries' scores (table `source`, no regions, every
     dimension present). Population standard deviations, as `culturalign survey --layouts` reports."""
-    layouts = [(label, s) for p in test if p.layouts for label, s in p.wordings]
+    layouts = [(label, s) for p in parts if p.layouts for label, s in p.wordings]
     noise = {r: spread([reader(none, label, s)[r] for label, s in layouts]) for r in READINGS}
     table = [t.scores for t in load_table(source) if not (t.iso3 or "X").startswith("X") and all(d in t.scores for d in DIMENSIONS)]
     signal = spread(table)
@@ -321,12 +337,14 @@ def robustness_card(
     for g in groups:
         for label in g["prompts"]:
             prompts[label]["setting"] = g["label"]
+    on = read_on(splits)
     return {
         "loss_kind": scoring.loss,
         "readings": list(READINGS),
         "splits": {split: [{"name": p.name, "wordings": [w for w, _ in p.wordings]} for p in parts] for split, parts in splits.items()},
+        "read_on": on,
         "countries": {key: len(c) for key, c in countries.items()},
         "prompts": list(prompts.values()),
-        "settings": [setting_summary(g, prompts) for g in groups],
-        "format": format_noise(reader, none, splits["test"], source),
+        "settings": [setting_summary(g, prompts, ("train", *splits), on) for g in groups],
+        "format": format_noise(reader, none, splits[on], source),
     }

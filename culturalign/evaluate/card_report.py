@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-SPLITS = ("train", "development", "test")
 SHORT = {"train": "train", "development": "dev", "test": "test", "both": "both", "forward": "fwd", "reverse": "rev"}
 
 
@@ -26,11 +25,22 @@ def _interval(s: dict[str, Any], nd: int = 2) -> str:
     return f"{_num(s['mean'], nd)} [{_num(s['low'], nd)}, {_num(s['high'], nd)}]"
 
 
+def _splits(card: dict[str, Any]) -> tuple[str, ...]:
+    """train, then the card's other splits (a development card, `--card.read_test false`, has no test)."""
+    return ("train", *card["splits"])
+
+
+def _on(card: dict[str, Any]) -> str:
+    """The split ranks, positions and format noise were read on (cards written before it existed: test)."""
+    return card.get("read_on", "test")
+
+
 def _split_text(card: dict[str, Any]) -> str:
-    parts = {s: ", ".join(f"`{p['name']}`" for p in card["splits"][s]) for s in ("development", "test")}
+    parts = {s: ", ".join(f"`{p['name']}`" for p in card["splits"][s]) for s in card["splits"]}
+    test = parts["test"] if "test" in parts else "not asked (`--card.read_test false`: a development card, to choose on)"
     return (
         "**train**: the wordings each run's meta.json records it was trained on (baselines: the base survey); "
-        f"**development**: {parts['development']}; **test**: {parts['test']}. Layouts are the base survey "
+        f"**development**: {parts['development']}; **test**: {test}. Layouts are the base survey "
         "rendered by `culturalign.survey.layouts` (seed ranges: development 10000-19999, test 20000+). "
         f"Each cell is the prompt's {card['loss_kind'].upper()} loss over the no-prompt model's loss on the "
         "same wordings and reading (< 1 = closer to the target): **both** = the two answer orders averaged, "
@@ -40,12 +50,13 @@ def _split_text(card: dict[str, Any]) -> str:
 
 
 def _prompt_table(card: dict[str, Any], key: str) -> list[str]:
-    cols = [f"{SHORT[s]} {SHORT[r]}" for s in SPLITS for r in card["readings"]]
-    lines = ["| prompt | setting | " + " | ".join(cols) + " | rank (test, C-free) | rank (test, at C) |", "|" + "---|" * (len(cols) + 4)]
+    on = SHORT[_on(card)]
+    cols = [f"{SHORT[s]} {SHORT[r]}" for s in _splits(card) for r in card["readings"]]
+    lines = ["| prompt | setting | " + " | ".join(cols) + f" | rank ({on}, C-free) | rank ({on}, at C) |", "|" + "---|" * (len(cols) + 4)]
     for p in card["prompts"]:
         t = p["targets"][key]
-        cells = [_num(t[s]["ratio"][r]) for s in SPLITS for r in card["readings"]]
-        rk = t["rank"]["test"]["both"]
+        cells = [_num(t[s]["ratio"][r]) for s in _splits(card) for r in card["readings"]]
+        rk = t["rank"][_on(card)]["both"]
         lines.append(
             f"| {p['label']} | {p.get('setting', '-')} | "
             + " | ".join(cells)
@@ -64,12 +75,12 @@ def _parts_table(card: dict[str, Any], key: str, split: str) -> list[str]:
 
 
 def _settings_table(card: dict[str, Any], key: str) -> list[str]:
-    cols = [f"{SHORT[s]} {SHORT[r]}" for s in SPLITS for r in card["readings"]]
-    lines = ["| setting | n | " + " | ".join(cols) + " | rank (test, C-free) |", "|" + "---|" * (len(cols) + 3)]
+    cols = [f"{SHORT[s]} {SHORT[r]}" for s in _splits(card) for r in card["readings"]]
+    lines = ["| setting | n | " + " | ".join(cols) + f" | rank ({SHORT[_on(card)]}, C-free) |", "|" + "---|" * (len(cols) + 3)]
     for g in card["settings"]:
         t = g["targets"][key]
-        cells = [_interval(t[s][r]) for s in SPLITS for r in card["readings"]]
-        lines.append(f"| {g['label']} | {g['n']} | " + " | ".join(cells) + f" | {_interval(t['rank_test'], 1)} |")
+        cells = [_interval(t[s][r]) for s in _splits(card) for r in card["readings"]]
+        lines.append(f"| {g['label']} | {g['n']} | " + " | ".join(cells) + f" | {_interval(t.get('rank', t.get('rank_test')), 1)} |")
     return lines
 
 
@@ -88,9 +99,9 @@ def _noise_table(card: dict[str, Any]) -> list[str]:
     f = card["format"]
     sig, noise = f["signal"], f["noise"]
     if noise["both"]["std"] is None:
-        return [f"_Format noise needs at least 2 test layouts ({f['layouts']} asked)._"]
+        return [f"_Format noise needs at least 2 {_on(card)} layouts ({f['layouts']} asked)._"]
     lines = [
-        f"| dimension | bare model across {f['layouts']} test layouts: both | fwd | rev "
+        f"| dimension | bare model across {f['layouts']} {_on(card)} layouts: both | fwd | rev "
         f"| countries ({sig['source']}, n={sig['n']}) | noise / signal (both) |",
         "|---|---|---|---|---|---|",
     ]
@@ -103,15 +114,15 @@ def _noise_table(card: dict[str, Any]) -> list[str]:
 
 
 def order_warnings(card: dict[str, Any], key: str) -> list[str]:
-    """Prompts that beat no prompt with both orders averaged on the test split but not in one order alone."""
+    """Prompts that beat no prompt with both orders averaged on the split the card is read on (test,
+    or development in a development card) but not in one order alone."""
     out = []
     for p in card["prompts"]:
-        r = p["targets"][key]["test"]["ratio"]
+        r = p["targets"][key][_on(card)]["ratio"]
         worse = [o for o in ("forward", "reverse") if r[o] >= 1.0]
         if r["both"] < 1.0 and worse:
-            out.append(
-                f"{p['label']}: test {r['both']:.3f}x with both orders averaged but {', '.join(f'{o} {r[o]:.3f}x' for o in worse)} alone"
-            )
+            alone = ", ".join(f"{o} {r[o]:.3f}x" for o in worse)
+            out.append(f"{p['label']}: {_on(card)} {r['both']:.3f}x with both orders averaged but {alone} alone")
     return out
 
 
@@ -121,17 +132,19 @@ def card_section(results: dict[str, Any], images: dict[str, str]) -> list[str]:
     if not card:
         return []
     model = results["model"]["model_id"]
-    parts = ["## Robustness report card", "", _split_text(card), ""]
+    on = _on(card)
+    title = "## Robustness report card" if on == "test" else "## Robustness report card: development only (test not asked)"
+    parts = [title, "", _split_text(card), ""]
     for t in results["targets"]:
         key = t["key"]
         n_c = card["countries"][key]
         parts += [f"### {t['name']} ({key}, {t['source']}), model `{model}`", "", "Ratio to no prompt per prompt:", ""]
         parts += _prompt_table(card, key) + [""]
-        parts += ["Test split per part:", ""] + _parts_table(card, key, "test") + [""]
+        parts += [f"{on.capitalize()} split per part:", ""] + _parts_table(card, key, on) + [""]
         parts += ["Mean over the seeds of each setting, 95% t-interval in brackets (n=1: no interval):", ""]
         parts += _settings_table(card, key) + [""]
         parts += [
-            f"Rank: where {key} lies among {n_c} countries (1 = nearest) by L2 distance of the prompt's test-split "
+            f"Rank: where {key} lies among {n_c} countries (1 = nearest) by L2 distance of the prompt's {on}-split "
             "indices, both orders averaged. C-free: each index minus its constant C against each score minus that "
             "dimension's mean over the countries; at C: indices and scores as they are.",
             "",
@@ -139,9 +152,9 @@ def card_section(results: dict[str, Any], images: dict[str, str]) -> list[str]:
         warn = order_warnings(card, key)
         parts += ["Orders that only average out: " + ("; ".join(warn) if warn else "none") + ".", ""]
     parts += [
-        "### Answer positions on the test split",
+        f"### Answer positions on the {on} split",
         "",
-        "Share of argmax answers per position as listed, every test wording, both orders.",
+        f"Share of argmax answers per position as listed, every {on} wording, both orders.",
         "",
     ]
     parts += _positions_table(card) + [""]
@@ -166,9 +179,10 @@ def card_plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     key = results["targets"][0]["key"]
     settings = card["settings"]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(settings) + 2), 3.8))
-    width = 0.8 / len(SPLITS)
-    for i, split in enumerate(SPLITS):
-        xs = [j + (i - (len(SPLITS) - 1) / 2) * width for j in range(len(settings))]
+    splits = _splits(card)
+    width = 0.8 / len(splits)
+    for i, split in enumerate(splits):
+        xs = [j + (i - (len(splits) - 1) / 2) * width for j in range(len(settings))]
         stats = [g["targets"][key][split] for g in settings]
         means = [s["both"]["mean"] if s["both"]["mean"] is not None else math.nan for s in stats]
         lo = [m - s["both"]["low"] if s["both"]["low"] is not None else 0.0 for m, s in zip(means, stats)]
