@@ -69,7 +69,9 @@ def test_card_structure_settings_and_report(carded):
     assert card["format"]["layouts"] == 2 and set(card["format"]["noise"]["both"]["std"]) == set(card["format"]["signal"]["std"])
     assert card["countries"]["SAU"] == card["prompts"][0]["targets"]["SAU"]["rank"]["test"]["both"]["of"]
     report = (out / "report.md").read_text()
-    for text in ("## Robustness report card", "layouts 20000-20001", "de | 2 |", "Format noise beside signal", "](card.png)"):
+    expected = ("## Robustness report card", "layouts 20000-20001", "de | 2 |", "Format noise beside signal", "](card.png)")
+    expected += ("| *neutral respondent (every index at C)* | - |",)
+    for text in expected:
         assert text in report, text
     assert (out / "card.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -95,6 +97,12 @@ def test_card_ratio_is_loss_over_no_prompt_loss_recomputed(carded, tiny_backbone
     idx = fit(prompt).indices[0]
     card_idx = next(p for p in card["prompts"] if p["label"] == "DE (de-s0)")["readings"]["layout 20001"]["reverse"]
     assert [card_idx[d] for d in fit.survey.dimensions] == pytest.approx([float(v) for v in idx], abs=2e-3)
+    # The neutral respondent (every index at C = 50): its L2 to SAU over the no-prompt loss, by hand.
+    flat = math.dist([50.0] * 6, [sau[d] for d in ("PDI", "IDV", "MAS", "UAI", "LTO", "IVR")])
+    assert card["neutral"]["SAU"]["loss"] == pytest.approx(flat)
+    base = SurveyFitness(tiny_backbone, [load_survey("vsm13")], sau, Scoring(), Answering(debias=False))
+    assert mine["train"]["neutral"]["forward"] == pytest.approx(flat / float(base(None).losses[0]), rel=1e-5)
+    assert card["neutral"]["SAU"]["rank"]["of"] == 99
 
 
 def test_rank_on_hand_made_countries():

@@ -262,6 +262,8 @@ def prompt_card(
                 "ratio": {r: _ratio(mine["loss"][r], base["loss"][r]) for r in READINGS},
                 "parts": {p: {r: _ratio(v[r], base["parts"][p][r]) for r in READINGS} for p, v in mine["parts"].items()},
                 "indices": mine["indices"],
+                # A respondent giving every answer equally (every index at C) on the same wordings.
+                "neutral": {r: _ratio(losses(constants, tg, scoring)[scoring.loss], base["loss"][r]) for r in READINGS},
             }
             out["rank"][split] = {r: rank_of_target(mine["indices"][r], constants, tg, countries[key]) for r in READINGS}
         rec["targets"][key] = out
@@ -288,6 +290,23 @@ def setting_summary(group: dict[str, Any], prompts: dict[str, dict[str, Any]], s
         per["rank"] = {**interval(ranks), "values": ranks}
         out["targets"][key] = per
     return out
+
+
+def neutral_respondent(
+    constants: dict[str, float], targets: Sequence[Target], scoring: Scoring, countries: dict[str, list[Target]]
+) -> dict[str, Any]:
+    """The respondent who gives every answer equally: every index at its constant C, in every
+    wording and reading. Its loss, and its ratio to no prompt (each prompt's `neutral` per split), is
+    what a prompt reaches by flattening the model's answers without learning anything of the
+    culture: a prompt at or above it has not aligned the model. Its rank is the target's among the
+    countries for a model that says nothing."""
+    return {
+        tg.iso3 or tg.name: {
+            "loss": losses(constants, tg, scoring)[scoring.loss],
+            "rank": rank_of_target(constants, constants, tg, countries[tg.iso3 or tg.name]),
+        }
+        for tg in targets
+    }
 
 
 def format_noise(reader: Reader, none: Candidate, parts: Sequence[Part], source: str) -> dict[str, Any]:
@@ -338,6 +357,7 @@ def robustness_card(
         for label in g["prompts"]:
             prompts[label]["setting"] = g["label"]
     on = read_on(splits)
+    constants = reader(none, *splits["development"][0].wordings[0])["constants"]
     return {
         "loss_kind": scoring.loss,
         "readings": list(READINGS),
@@ -347,4 +367,5 @@ def robustness_card(
         "prompts": list(prompts.values()),
         "settings": [setting_summary(g, prompts, ("train", *splits), on) for g in groups],
         "format": format_noise(reader, none, splits[on], source),
+        "neutral": neutral_respondent(constants, targets, scoring, countries),
     }

@@ -62,7 +62,27 @@ def _prompt_table(card: dict[str, Any], key: str) -> list[str]:
             + " | ".join(cells)
             + f" | {rk['centred']} of {rk['of']} | {rk['at_constants']} |"
         )
+    if "neutral" in card:
+        lines.append(_neutral_row(card, key))
     return lines
+
+
+def _neutral_row(card: dict[str, Any], key: str) -> str:
+    """The respondent who answers everything equally (every index at C): its ratio per split and
+    reading (train only where every prompt was read on the same train wordings) and its rank."""
+    prompts = card["prompts"]
+    same_train = all(p["train"] == prompts[0]["train"] for p in prompts)
+    cells = [
+        "-" if s == "train" and not same_train else _num(prompts[0]["targets"][key][s]["neutral"][r])
+        for s in _splits(card)
+        for r in card["readings"]
+    ]
+    rk = card["neutral"][key]["rank"]
+    return (
+        "| *neutral respondent (every index at C)* | - | "
+        + " | ".join(cells)
+        + f" | {rk['centred']} of {rk['of']} | {rk['at_constants']} |"
+    )
 
 
 def _parts_table(card: dict[str, Any], key: str, split: str) -> list[str]:
@@ -149,6 +169,13 @@ def card_section(results: dict[str, Any], images: dict[str, str]) -> list[str]:
             "dimension's mean over the countries; at C: indices and scores as they are.",
             "",
         ]
+        if "neutral" in card:
+            parts += [
+                f"The *neutral respondent* gives every answer equally (every index at its constant C; {card['loss_kind'].upper()} "
+                f"{card['neutral'][key]['loss']:.2f} to {key} in every wording): a prompt at or above its ratio has flattened "
+                "the model's answers, not aligned them with the target.",
+                "",
+            ]
         warn = order_warnings(card, key)
         parts += ["Orders that only average out: " + ("; ".join(warn) if warn else "none") + ".", ""]
     parts += [
@@ -167,7 +194,8 @@ def card_section(results: dict[str, Any], images: dict[str, str]) -> list[str]:
 
 def card_plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """card.png: per setting, each split's ratio to no prompt (both orders averaged: bar with its 95%
-    interval; each order alone: markers), first target. Nothing when the card was not asked for."""
+    interval; each order alone: markers; the neutral respondent's ratio: a red dash), first target.
+    Nothing when the card was not asked for."""
     card = results.get("card")
     if not card:
         return {}
@@ -188,6 +216,10 @@ def card_plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         lo = [m - s["both"]["low"] if s["both"]["low"] is not None else 0.0 for m, s in zip(means, stats)]
         hi = [s["both"]["high"] - m if s["both"]["high"] is not None else 0.0 for m, s in zip(means, stats)]
         ax.bar(xs, means, width, yerr=[lo, hi], capsize=3, label=f"{split} (both orders)")
+        if "neutral" in card:  # the flattened-answers line: at or above it a prompt has not aligned anything
+            by = {p["label"]: p for p in card["prompts"]}
+            flat = [by[g["prompts"][0]]["targets"][key][split]["neutral"]["both"] for g in settings]
+            ax.scatter(xs, flat, marker="_", s=260, color="red", zorder=4, label="neutral respondent" if i == 0 else None)
         for order, marker in (("forward", "^"), ("reverse", "v")):
             vals = [s[order]["mean"] if s[order]["mean"] is not None else math.nan for s in stats]
             ax.scatter(xs, vals, marker=marker, color="black", s=18, zorder=3, label=f"{order} alone" if i == 0 else None)
