@@ -5,10 +5,11 @@ Splits (issue 17): **train** = the wordings a run's meta.json records it was tra
 the base survey); **development** = `--card.development` wordings plus N layouts from the
 development seed range (10000-19999); **test** = `--card.test` wordings (`vsm13_blocks`) plus N
 layouts from the test range (20000+). Layouts are the base survey rendered by
-`culturalign.survey.layouts`. `--card.read_test false` gives a **development card**, the one to make
-choices on: the test split is not asked at all, and the rank, answer positions and format noise are
-read on the development split instead. Every wording is asked in both answer orders; each order is also read
-alone, so a prompt whose orders err in opposite directions and only average out is visible.
+`culturalign.survey.layouts`. `--card.read_test false` gives a **development card**, the one to
+make choices on: the test split is not asked at all, and the rank, answer positions and format
+noise are read on the development split instead. Every wording is asked in both answer orders; each
+order is also read alone, so a prompt whose orders err in opposite directions and only average out
+is visible.
 
 A split's loss is the mean over its parts (each wording file is one part, the split's layouts
 together are one part) of the mean loss over the part's wordings; its ratio is that loss over the
@@ -311,8 +312,9 @@ def neutral_respondent(
 
 def format_noise(reader: Reader, none: Candidate, parts: Sequence[Part], source: str) -> dict[str, Any]:
     """Format noise beside signal: the spread of the bare model's indices across the layouts of
-    `parts` (the split the card is read on; per reading) and the spread of the real countries' scores (table `source`, no regions, every
-    dimension present). Population standard deviations, as `culturalign survey --layouts` reports."""
+    `parts` (the split the card is read on; per reading) and the spread of the real countries'
+    scores (table `source`, no regions, every dimension present). Population standard deviations,
+    as `culturalign survey --layouts` reports."""
     layouts = [(label, s) for p in parts if p.layouts for label, s in p.wordings]
     noise = {r: spread([reader(none, label, s)[r] for label, s in layouts]) for r in READINGS}
     table = [t.scores for t in load_table(source) if not (t.iso3 or "X").startswith("X") and all(d in t.scores for d in DIMENSIONS)]
