@@ -7,6 +7,7 @@ re-rendered without the model, like the rest of the report.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,9 @@ def card_plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             vals = [s[order]["mean"] if s[order]["mean"] is not None else math.nan for s in stats]
             ax.scatter(xs, vals, marker=marker, color="black", s=18, zorder=3, label=f"{order} alone" if i == 0 else None)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(settings)), [f"{g['label']} (n={g['n']})" for g in settings], rotation=20, ha="right", fontsize=8)
+    # Wrapped, not only rotated: a long setting label ("a / b") ran off the figure's left edge.
+    names = [textwrap.fill(f"{g['label']} (n={g['n']})", 24) for g in settings]
+    ax.set_xticks(range(len(settings)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"{card['loss_kind'].upper()} / no prompt ({key})")
     ax.set_title(f"{Path(results['model']['model_id']).name}: ratio to no prompt per split (mean over seeds, 95% interval)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
