@@ -218,6 +218,7 @@ def test_settings_group_by_config_minus_seeds(tmp_path):
         (["--card.development_seed", "20000"], "--card.development_seed=20000"),
         (["--card.test", "[no_such_wording]"], "no_such_wording"),
         (["--card.read_test", "false", "--card.development", "[]", "--card.development_layouts", "0"], "--card.read_test false"),
+        (["--card.development", "[]", "--card.development_layouts", "0"], "the card needs a development split"),
     ],
 )
 def test_bad_card_options_exit_2_with_one_line(option, message, tiny_model_dir, capsys):

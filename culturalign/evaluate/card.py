@@ -108,11 +108,10 @@ def build_splits(args: CardArgs, base_name: str) -> dict[str, list[Part]]:
         "development": [Part(n, ((n, _wording(n, base, "--card.development")),)) for n in args.development]
         + _layout_part(base, args.development_layouts, args.development_seed),
     }
+    if not out["development"]:  # every prompt and the neutral respondent are read on it; an empty split has no mean
+        only = " (--card.read_test false: it is all the card reads)" if not args.read_test else ""
+        raise CulturalignError(f"--card.development is empty and --card.development_layouts is 0{only}; the card needs a development split")
     if not args.read_test:
-        if not out["development"]:
-            raise CulturalignError(
-                "--card.read_test false with no development wording or layout; give --card.development or --card.development_layouts"
-            )
         return out
     out["test"] = [Part(n, ((n, _wording(n, base, "--card.test")),)) for n in args.test] + _layout_part(
         base, args.test_layouts, args.test_seed
