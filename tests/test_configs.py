@@ -111,3 +111,19 @@ def test_make_run_config_with_another_target_starts_from_that_target(tiny_model_
     meta = json.loads((tmp_path / "de-jpn" / "meta.json").read_text())  # the run name follows the target too
     assert meta["init"]["text"] == "You are a person from Japan."
     assert meta["target"]["iso3"] == "JPN"
+
+
+def test_de_robust_config_shares_gd_robust_training_pool():
+    """docs/robustness.md compares GD and DE on the same splits: the two configs differ only in the method, its
+    time and run, and DE's lack of a validation wording (it picks no checkpoint; fit refuses one)."""
+    parsed = {}
+    for name in ("gd_survey_robust_cpu.yaml", "de_survey_robust_cpu.yaml"):
+        argv = ["fit", "--config", str(Path(__file__).parents[1] / "configs" / name)]
+        parsed[name] = build_parser(argv).parse_args(argv).fit.as_dict()
+    gd, de = parsed["gd_survey_robust_cpu.yaml"], parsed["de_survey_robust_cpu.yaml"]
+    assert gd["survey"].pop("validation") == ["vsm13@4"] and de["survey"].pop("validation") == []
+    for group in ("survey", "model", "prompt", "target", "scoring"):
+        assert gd[group] == de[group], group
+    assert {k: v for k, v in gd["answering"].items() if k != "max_grad_rows"} == {
+        k: v for k, v in de["answering"].items() if k != "max_grad_rows"
+    }
