@@ -342,3 +342,26 @@ def test_de_replay_script_replays_a_run_offline(uninterrupted):
     best = [r["best"] for r in out["generations"]]
     assert len(best) == GENS and best == sorted(best, reverse=True)
     assert out["first_differing_generation"] is None and out["restarts_after"] == []
+
+
+def test_progress_bar_shows_search_time_left_under_max_time(tiny_model_dir, tmp_path, capsys):
+    """When --search.max_time binds, the bar's ETA (from the evaluation budget) is wrong; a `left=m:ss` field is not."""
+    run(
+        tiny_fit_argv(
+            tiny_model_dir,
+            tmp_path,
+            "--optimizer",
+            "RS",
+            "--optimizer.popsize",
+            "4",
+            "--search.budget",
+            "8",
+            "--search.max_time",
+            "3600",
+            "--run.name",
+            "t",
+        )
+    )
+    assert re.search(r"left=(59|60):\d\d", capsys.readouterr().err)
+    run(tiny_fit_argv(tiny_model_dir, tmp_path, "--optimizer", "RS", "--optimizer.popsize", "4", "--search.budget", "8", "--run.name", "u"))
+    assert "left=" not in capsys.readouterr().err  # no time limit, no field

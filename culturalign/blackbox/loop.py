@@ -212,6 +212,15 @@ def _save_generation(ctx: FitContext, progress: _Progress, meta_base: dict[str, 
     _log_generation(fabric, h)
 
 
+def _time_left(search: Search, seconds: float) -> dict[str, str]:
+    """The search time left under --search.max_time as m:ss: when time binds, the bar's own estimate
+    (from the evaluation budget) says hours where the run has minutes."""
+    if search.max_time is None:
+        return {}
+    minutes, secs = divmod(max(0, round(search.max_time - seconds)), 60)
+    return {"left": f"{minutes}:{secs:02d}"}
+
+
 def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) -> dict[str, Any]:
     """Run (or resume) a black-box fit on ctx.fabric's ranks; returns the final summary written to meta.json."""
     from tqdm.auto import tqdm
@@ -273,6 +282,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
                     ratio=f"{progress.best_loss / no_prompt:.2f}x",
                     mean=f"{losses.mean():.2f}",
                     evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}",
+                    **_time_left(search, seconds),
                     **optimizer.progress(),
                 )
             last_seconds = seconds
