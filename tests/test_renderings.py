@@ -285,3 +285,26 @@ def test_rows_padded_to_a_multiple_keep_their_tokens_at_the_right_end():
     ids, mask = pad_rows([[5, 6, 7, 9, 9]], pad_id=0, left=False, multiple=4)
     assert ids.shape == (1, 8) and mask.sum() == 5
     assert pad_rows([[1, 2]], pad_id=0)[0].shape == (1, 2)  # default: the longest row, no rounding
+
+
+@pytest.mark.parametrize(
+    "combine", [Combine("per_order"), Combine("pooled"), Combine("per_order", "max")], ids=["per_order", "pooled", "max"]
+)
+def test_a_draws_loss_is_read_from_the_whole_pools_scoring(tiny_backbone, prompts, combine):
+    """loss_on(result, draw) is what subset(draw) would score, without the model: the sampled black-box
+    loop divides each generation's best by the no-prompt loss on the same draw this way."""
+    from types import SimpleNamespace
+
+    from culturalign.blackbox.loop import generation_fitness, no_prompt_loss
+
+    surveys = [load_survey("vsm13")] + [apply(load_survey("vsm13"), L) for L in sample_layouts(2, 0)]
+    whole = fitness(tiny_backbone, surveys, combine=combine)
+    res = whole(prompts)
+    for draw in ([0], [2, 1], list(range(whole.num_readings))):
+        assert torch.allclose(whole.loss_on(res, draw), whole.subset(draw)(prompts).losses, atol=1e-4)
+    baseline = whole(None)
+    ctx = SimpleNamespace(fitness=whole, seed=5, sample=2)  # what the loop reads of its FitContext
+    for generation in (1, 2, 7):
+        on_draw = no_prompt_loss(ctx, baseline, generation)
+        assert on_draw == pytest.approx(float(generation_fitness(ctx, generation)(None).losses[0]), abs=1e-4)
+    assert no_prompt_loss(SimpleNamespace(fitness=whole, seed=5, sample=0), baseline, 3) == float(baseline.losses[0])

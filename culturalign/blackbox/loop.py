@@ -32,7 +32,7 @@ from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_pro
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
 from culturalign.plots import convergence, dimension_bars
-from culturalign.survey.fitness import SurveyFitness
+from culturalign.survey.fitness import FitnessResult, SurveyFitness
 from culturalign.survey.readings import draw_readings
 
 if TYPE_CHECKING:
@@ -153,12 +153,27 @@ def _stop_reason(search: Search, progress: _Progress, started: float, stop: _Sto
     return "interrupted" if stop.signal is not None else None
 
 
-def generation_fitness(ctx: FitContext, generation: int) -> SurveyFitness:
-    """What generation g (1-based) is scored on: the whole training pool, or `ctx.sample` readings drawn
-    from it by (run seed, g) alone, so every rank and a resumed run score it on the same draw."""
+def generation_readings(ctx: FitContext, generation: int) -> list[int] | None:
+    """The readings generation g (1-based) is scored on: None for the whole training pool, or `ctx.sample`
+    readings drawn from it by (run seed, g) alone, so every rank and a resumed run score it on the same draw."""
     if not ctx.sample:
-        return ctx.fitness
-    return ctx.fitness.subset(draw_readings(ctx.fitness.num_readings, ctx.seed, generation, sample=ctx.sample))
+        return None
+    return draw_readings(ctx.fitness.num_readings, ctx.seed, generation, sample=ctx.sample)
+
+
+def generation_fitness(ctx: FitContext, generation: int) -> SurveyFitness:
+    """The fitness generation g is scored with (see generation_readings)."""
+    readings = generation_readings(ctx, generation)
+    return ctx.fitness if readings is None else ctx.fitness.subset(readings)
+
+
+def no_prompt_loss(ctx: FitContext, baseline: FitnessResult, generation: int) -> float:
+    """The no-prompt loss on generation g's readings, read from the start-up scoring of the whole pool (no
+    model call). A sampled generation's losses are on its draw: dividing them by the whole pool's no-prompt
+    loss mixes two readings, and with few readings a draw can sit well below or above the pool's mean."""
+    readings = generation_readings(ctx, generation)
+    loss = baseline.losses if readings is None else ctx.fitness.loss_on(baseline, readings)
+    return max(float(loss[0]), 1e-9)
 
 
 def _score_generation(
@@ -232,7 +247,6 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
     optimizer.setup(SearchSetup(dim=projection.dim, budget=search.budget, sigma=search.sigma, seed=ctx.seed))
     baseline, init = ctx.fitness(None), ctx.fitness(ctx.v0)
     ctx.fitness.require_answers([baseline, init], f"{ctx.backbone.model_id} (with and without the init prompt)")
-    no_prompt = max(float(baseline.losses[0]), 1e-9)  # the progress bar shows best / no-prompt loss
     progress = _Progress(float(init.losses[0]), ctx.v0.clone())
     resumed = _resume(ctx, optimizer, progress, fabric)
     meta_base = {
@@ -279,7 +293,7 @@ def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) 
                 bar.set_postfix(
                     gen=len(progress.history),
                     best=f"{progress.best_loss:.2f}",
-                    ratio=f"{progress.best_loss / no_prompt:.2f}x",
+                    ratio=f"{progress.best_loss / no_prompt_loss(ctx, baseline, len(progress.history)):.2f}x",
                     mean=f"{losses.mean():.2f}",
                     evals_s=f"{len(losses) / max(1e-9, seconds - last_seconds):.2f}",
                     **_time_left(search, seconds),
@@ -338,10 +352,15 @@ def _finish(
     save_prompt(ctx.run_dir, best_prompt, summary, ctx.backbone.model.config)
     (ctx.run_dir / "report.md").write_text(table + "\n")
     if history:
+        evals = [h[1] for h in history]
+        curves = {ctx.meta["optimizer"]["name"]: (evals, [h[2] for h in history])}
+        if ctx.sample:  # each point is the incumbent on its generation's draw: show no prompt on the same draw
+            curves["no prompt, same draw"] = (evals, [no_prompt_loss(ctx, baseline, int(h[0])) for h in history])
         convergence(
-            {ctx.meta["optimizer"]["name"]: ([h[1] for h in history], [h[2] for h in history])},
+            curves,
             ctx.run_dir / "convergence.png",
-            baselines={"no prompt": rows["no prompt"]["loss"]},
+            ylabel="best loss on the generation's draw" if ctx.sample else "best loss",
+            baselines={"no prompt, whole pool" if ctx.sample else "no prompt": rows["no prompt"]["loss"]},
             title=f"{ctx.meta['optimizer']['name']} on {ctx.meta['backbone']['model_id']}",
         )
     dimension_bars(
@@ -404,4 +423,4 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     return [by_generation[g] for g in sorted(by_generation)]
 
 
-__all__ = ["run_blackbox", "score_population", "generation_fitness", "read_history"]
+__all__ = ["run_blackbox", "score_population", "generation_fitness", "generation_readings", "no_prompt_loss", "read_history"]

@@ -220,6 +220,13 @@ class SurveyFitness:
             self._subsets[key] = sub
         return self._subsets[key]
 
+    def loss_on(self, result: FitnessResult, readings: Sequence[int]) -> torch.Tensor:
+        """(N,) the loss `result`'s candidates would have on `subset(readings)`, from the per-reading losses
+        already in `result` (scored by this whole pool): no model call. What a sampled run compares a
+        draw's loss with, e.g. the no-prompt loss on the same draw."""
+        per_reading = result.group_losses if self.combine.reading == "per_order" else result.wording_losses
+        return self.combine(per_reading[:, sorted(set(readings))])
+
     # -- tokenise once -------------------------------------------------------------------------
     def _row_specs(self) -> tuple[list[tuple[_Group, Item]], list[int]]:
         """Every (group, item) row asked, then the content-free rows of calibration; and for each
