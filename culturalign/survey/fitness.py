@@ -224,8 +224,13 @@ class SurveyFitness:
         """(N,) the loss `result`'s candidates would have on `subset(readings)`, from the per-reading losses
         already in `result` (scored by this whole pool): no model call. What a sampled run compares a
         draw's loss with, e.g. the no-prompt loss on the same draw."""
-        per_reading = result.group_losses if self.combine.reading == "per_order" else result.wording_losses
+        per_reading = self._per_reading(result.wording_losses, result.group_losses)
         return self.combine(per_reading[:, sorted(set(readings))])
+
+    def _per_reading(self, wording_losses: torch.Tensor, group_losses: torch.Tensor) -> torch.Tensor:
+        """The columns the combination reads: each order's own loss under per_order (so one order
+        cannot hide behind the other), else each wording's loss with its orders averaged."""
+        return group_losses if self.combine.reading == "per_order" else wording_losses
 
     # -- tokenise once -------------------------------------------------------------------------
     def _row_specs(self) -> tuple[list[tuple[_Group, Item]], list[int]]:
@@ -458,7 +463,7 @@ class SurveyFitness:
         wl = target_loss(idx.reshape(N * W, -1), self.survey.dimensions, self.target, self.scoring).view(N, W)
         gidx = indices(values.double().reshape(N * G, I), self.survey, self.constants)
         gl = target_loss(gidx, self.survey.dimensions, self.target, self.scoring).view(N, G)
-        return per_wording, idx, wl, gl, self.combine(gl if self.combine.reading == "per_order" else wl)
+        return per_wording, idx, wl, gl, self.combine(self._per_reading(wl, gl))
 
     def _fill_unreadable(self, values: torch.Tensor) -> torch.Tensor:
         """Generate mode: an unreadable answer (NaN) counts as whichever end of the scale, 1 or K,
