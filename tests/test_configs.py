@@ -58,6 +58,11 @@ DEV_PROTOCOL = (
     [
         ("gd_survey_dev_cpu.yaml", DEV_PROTOCOL + " --optimizer.max_time 1200"),
         ("gd_survey_dev_debias_cpu.yaml", DEV_PROTOCOL + " --answering.debias true --optimizer.select last --optimizer.max_time 2700"),
+        (
+            "gd_cdeval_cpu.yaml",
+            "--optimizer GD --data cdeval_ivr --cv.folds 5 --answering.mode cloze --answering.calibrate true --data.limit 150 "
+            "--optimizer.epochs 4 --optimizer.lr 0.03 --optimizer.max_time 110 --data.prefer target",
+        ),
     ],
 )
 def test_dev_config_is_the_documented_command(name: str, flags: str):
