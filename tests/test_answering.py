@@ -303,6 +303,26 @@ def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
     assert [r["reading"] for r in json.loads(out.read_text())] == [r["reading"] for r in rows]
 
 
+def test_content_table_against_development_layouts(tiny_model_dir, capsys):
+    """--compare-layouts: one row per (reading, layout) and a mean per reading; the layouts are the seeds asked."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("content_table", Path(__file__).parents[1] / "experiments" / "content_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "cloze", "cloze-sum"]
+    rows = mod.main([*argv, "--compare-layouts", "2", "--layouts-seed", "10000"])
+    assert [(r["reading"], r["compare"]) for r in rows] == [
+        (name, f"base+layout{seed}") for name in ("cloze", "cloze-sum") for seed in (10000, 10001)
+    ]
+    printed = capsys.readouterr()
+    assert "| cloze vs base+layout10001 |" in printed.out and "| cloze-sum | 2 |" in printed.out
+    assert "development split" in printed.err
+    with pytest.raises(CulturalignError, match="cross"):  # 9999..10000 spans train and development
+        mod.main([*argv, "--compare-layouts", "2", "--layouts-seed", "9999"])
+
+
 def test_bench_times_each_reading(tiny_model_dir, capsys):
     out = run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", "--quick", "--population", "1"])
     printed = capsys.readouterr().out
