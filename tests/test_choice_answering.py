@@ -183,6 +183,22 @@ def test_cli_evaluate_cdeval_in_cloze_mode(tiny_model_dir, tmp_path):
     assert "each option's text as the reply (mean log-prob, options listed)" in (tmp_path / "cloze" / "report.md").read_text()
 
 
+def test_cli_evaluate_cdeval_batch_rows_changes_memory_not_answers(tiny_model_dir, tmp_path, capsys):
+    """--cdeval.batch_rows only splits the forward passes: 1 row at a time gives the default's probabilities."""
+    cd = tmp_path / "cdeval.json"
+    cd.write_text(json.dumps([{**r, "Dimension": "IVR"} for r in json.loads(FIXTURE.read_text())[:5]]))
+    common = ["evaluate", "--model", str(tiny_model_dir), "--model.dtype", "float32", "--target", "SAU", "--baselines", "[none]"]
+    common += ["--num_virtual_tokens", "4", "--cdeval.path", str(cd), "--cdeval.dimensions", "[IVR]", "--json_output", "true"]
+    common += ["--answering.mode", "cloze", "--answering.calibrate", "true"]
+    outs = [run([*common, "--output", str(tmp_path / str(rows)), "--cdeval.batch_rows", str(rows)]) for rows in (1, 32)]
+    p_high = [out["prompts"][0]["cdeval"]["SAU"]["IVR"]["p_high"] for out in outs]
+    assert p_high[0] == pytest.approx(p_high[1], abs=1e-4)
+    with pytest.raises(SystemExit) as err:
+        run([*common, "--output", str(tmp_path / "zero"), "--cdeval.batch_rows", "0"])
+    assert err.value.code == 2 and "--cdeval.batch_rows must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()  # refused before anything was written
+
+
 def test_synthetic_and_statement_examples_carry_their_cloze_renderings():
     from culturalign.data import synthetic
     from culturalign.survey.definition import load_survey

@@ -132,7 +132,7 @@ def evaluate(
     ask = Administer(backbone, scoring, answering)
     cd_path = cdeval.resolved_path()
     cd_subset = None if cd_path is None else select(load_cdeval(cd_path), cdeval)
-    cd_eval = None if cd_subset is None else CdevalEval(backbone, cd_subset, answering)
+    cd_eval = None if cd_subset is None else CdevalEval(backbone, cd_subset, answering, cdeval.batch_rows)
     timing: dict[str, float] = {}
     prompts = [
         _evaluate_one(

@@ -60,6 +60,15 @@ class CdevalArgs:
     """As `--data.limit` of the GD run: the questions it kept before making folds (None = all)."""
     seed: int = 0
     """Seeds the folds and the subsample, as `--run.seed` of the GD run."""
+    batch_rows: int = 32
+    """Rows (question x order) per forward. CDEval rows are long and, in cloze mode, every option's
+    logits are kept: 32 rows peaked at 1.83 GiB and ran faster than the survey's 192 (5.49 GiB) on
+    2 CPU cores (docs/gradient.md); raise it on a GPU."""
+
+    def __post_init__(self) -> None:
+        # Checked when the command line is read, before the model is loaded.
+        if self.batch_rows < 1:
+            raise CulturalignError(f"--cdeval.batch_rows must be >= 1, got {self.batch_rows}")
 
     def resolved_path(self) -> Path | None:
         p = self.path or os.environ.get(data.ENV)
@@ -95,7 +104,8 @@ def select(rows: list[dict[str, str]], args: CdevalArgs) -> dict[str, list[Choic
 class CdevalEval:
     """Ask candidates a CDEval subset in both option orders, scored exactly as GD training scores it."""
 
-    def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering) -> None:
+    def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering, batch_rows: int = 32) -> None:
+        self.batch_rows = batch_rows
         # Decoding two options gives a coin flip, not a probability: generate mode reads them as logits does.
         self.answering = replace(answering, mode="logits") if answering.mode == "generate" else answering
         self.backbone, self.subset = backbone, subset
@@ -114,12 +124,12 @@ class CdevalEval:
 
     @torch.no_grad()
     def probabilities(self, prompt: torch.Tensor | None, instruction: str | None) -> torch.Tensor:
-        """(rows, 2) option probabilities of every example, in micro-batches of answering.max_batch_rows."""
+        """(rows, 2) option probabilities of every example, in micro-batches of `batch_rows`."""
         if instruction not in self._rows:
             self._rows[instruction] = tokenise_rows(self.backbone.tokenizer, self.examples, instruction, self.answering)
         prefix, rows = self._rows[instruction]
         p = None if prompt is None else prompt.to(self.backbone.device, self.backbone.dtype)
-        step = self.answering.max_batch_rows
+        step = self.batch_rows
         parts = []
         for a in range(0, len(rows), step):
             batch = collate(rows[a : a + step], self.pad_id)
