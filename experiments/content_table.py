@@ -69,24 +69,24 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     others = compared(base, args)
     rows = []
     for name in args.readings:
-        for other in others:
+        for label, other in others:
             t0 = time.perf_counter()
             report = content_signal(backbone, base, other, Answering(**READINGS[name], max_batch_rows=args.max_batch_rows))
-            rows.append({"reading": name, "compare": other.wording, "seconds": round(time.perf_counter() - t0, 1), **report})
+            rows.append({"reading": name, "compare": label, "seconds": round(time.perf_counter() - t0, 1), **report})
             print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)  # progress: a reading takes minutes on a CPU
     return rows
 
 
-def compared(base: Survey, args: argparse.Namespace) -> list[Survey]:
-    """The wordings the base is compared with: the named one, or N generated layouts of the base."""
+def compared(base: Survey, args: argparse.Namespace) -> list[tuple[str, Survey]]:
+    """(label, wording) the base is compared with: the named one, or N generated layouts of the base."""
     if not args.compare_layouts:
-        return [load_survey(args.compare)]
+        return [(args.compare, load_survey(args.compare))]
     layouts = sample_layouts(args.compare_layouts, args.layouts_seed, base)
     last = args.layouts_seed + args.compare_layouts - 1
     print(f"layouts {args.layouts_seed}..{last}: {layout_split(args.layouts_seed)} split", file=sys.stderr)
     # content_signal asks every wording in both label orders itself, so a layout's own order is dropped:
     # its forward reading is then the listed 1..K order, as content_report assumes.
-    return [apply(base, replace(lay, reverse=False)) for lay in layouts]
+    return [(f"{base.wording}+layout{lay.seed}", apply(base, replace(lay, reverse=False))) for lay in layouts]
 
 
 def _f(x: float | None) -> str:

@@ -301,6 +301,7 @@ def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| logits |" in printed and "| cloze-bare+calibrate |" in printed and "items 1-14" in printed
     assert [r["reading"] for r in json.loads(out.read_text())] == [r["reading"] for r in rows]
+    assert {r["compare"] for r in rows} == {"vsm13_blocks"}
 
 
 def test_content_table_against_development_layouts(tiny_model_dir, capsys):
