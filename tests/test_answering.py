@@ -282,18 +282,24 @@ def test_content_report_reads_position_and_content():
     assert r["position_mass"] <= 0.5
 
 
-def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
+def _content_table():
+    """experiments/content_table.py as a module (experiments/ is not a package)."""
     import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("content_table", Path(__file__).parents[1] / "experiments" / "content_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).parents[1] / "experiments" / "content_table.py"
-    assert "readings" in subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
-    spec = importlib.util.spec_from_file_location("content_table", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _content_table()
+    assert "readings" in subprocess.run([sys.executable, mod.__file__, "--help"], capture_output=True, text=True, check=True).stdout
     out = tmp_path / "rows.json"
     rows = mod.main(
         ["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "logits", "cloze-bare+calibrate", "--json", str(out)]
@@ -306,12 +312,7 @@ def test_content_table_script_smoke(tiny_model_dir, tmp_path, capsys):
 
 def test_content_table_against_development_layouts(tiny_model_dir, capsys):
     """--compare-layouts: one row per (reading, layout) and a mean per reading; the layouts are the seeds asked."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("content_table", Path(__file__).parents[1] / "experiments" / "content_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _content_table()
     argv = ["--model", str(tiny_model_dir), "--dtype", "float32", "--readings", "cloze", "cloze-sum"]
     rows = mod.main([*argv, "--compare-layouts", "2", "--layouts-seed", "10000"])
     assert [(r["reading"], r["compare"]) for r in rows] == [

@@ -104,7 +104,7 @@ def select(rows: list[dict[str, str]], args: CdevalArgs) -> dict[str, list[Choic
 class CdevalEval:
     """Ask candidates a CDEval subset in both option orders, scored exactly as GD training scores it."""
 
-    def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering, batch_rows: int = 32) -> None:
+    def __init__(self, backbone: Backbone, subset: dict[str, list[ChoiceExample]], answering: Answering, batch_rows: int) -> None:
         self.batch_rows = batch_rows
         # Decoding two options gives a coin flip, not a probability: generate mode reads them as logits does.
         self.answering = replace(answering, mode="logits") if answering.mode == "generate" else answering
