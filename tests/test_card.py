@@ -11,6 +11,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
 from culturalign.checkpoint.format import load_prompt
 from culturalign.cli import run
@@ -235,3 +236,27 @@ def test_card_options_parse():
     argv = ["evaluate", "--card.enabled", "true", "--card.test", "[vsm13_blocks,vsm13_test]", "--card.test_layouts", "16"]
     cfg = build_parser(argv).parse_args(argv)
     assert cfg.evaluate.card.test == ["vsm13_blocks", "vsm13_test"] and cfg.evaluate.card.test_layouts == 16
+
+
+def test_question_alone_card_asks_each_wording_once_and_matches_asking_both_orders(tiny_backbone):
+    """In the question-alone cloze reading the answer order renders nothing: the card asks once and turns
+    the distribution round, which must equal what asking the reverse order gives."""
+    from culturalign.evaluate.candidates import Candidate
+    from culturalign.evaluate.card import Reader
+    from culturalign.evaluate.generalisation import Administer, Wording
+
+    asked: list[str] = []
+
+    class Counting(Administer):
+        def __call__(self, cand, wording):
+            asked.append(wording.label)
+            return super().__call__(cand, wording)
+
+    ask = Counting(tiny_backbone, Scoring(), Answering(mode="cloze", show_options=False))
+    reader = Reader(ask)
+    survey = apply(load_survey("vsm13"), layout_from_seed(3))
+    got = reader(Candidate("no prompt", "baseline"), "layout 3", survey)
+    assert asked == ["card: layout 3 [forward]"]
+    direct = Administer.__call__(ask, Candidate("no prompt", "baseline"), Wording("reverse", replace(survey, reverse_order=True)))
+    assert [got["reverse"][d] for d in direct["indices"]] == pytest.approx(list(direct["indices"].values()), abs=1e-4)
+    assert torch.allclose(got["distributions"][1], direct["distributions"], atol=1e-5)

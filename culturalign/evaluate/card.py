@@ -192,6 +192,13 @@ class Reader:
         if key not in self.cache:
             out: dict[str, Any] = {"distributions": [], "failed": False}
             for order, rev in (("forward", False), ("reverse", True)):
+                if rev and self.ask.answering.style == "bare":
+                    # The question alone lists no labels: the reverse order renders the same text and scores the
+                    # same label texts, so its answers are the forward ones and its distribution, as asked (labels
+                    # counted from the other pole), the forward one turned round. Asking again only doubled the cost.
+                    out["reverse"] = out["forward"]
+                    out["distributions"].append(out["distributions"][0].flip(-1))
+                    continue
                 # forward lists every scale from its first pole, reverse from its last, whatever the layout drew.
                 res = self.ask(cand, Wording(f"card: {label} [{order}]", replace(survey, reverse_order=rev)))
                 out[order] = res["indices"]
