@@ -16,8 +16,10 @@ import torch
 from culturalign.checkpoint.format import load_prompt
 from culturalign.cli import run
 from culturalign.errors import CulturalignError
-from culturalign.evaluate.card import CardArgs, Part, build_splits, from_record, refuse_trained
+from culturalign.evaluate.candidates import Candidate
+from culturalign.evaluate.card import CardArgs, Part, Reader, build_splits, from_record, refuse_trained
 from culturalign.evaluate.card_stats import group_settings, interval, rank_of_target, ranked_countries, setting_label, t_quantile_975
+from culturalign.evaluate.generalisation import Administer, Wording
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
 from culturalign.survey.layouts import apply, layout_from_seed
@@ -241,10 +243,6 @@ def test_card_options_parse():
 def test_question_alone_card_asks_each_wording_once_and_matches_asking_both_orders(tiny_backbone):
     """In the question-alone cloze reading the answer order renders nothing: the card asks once and turns
     the distribution round, which must equal what asking the reverse order gives."""
-    from culturalign.evaluate.candidates import Candidate
-    from culturalign.evaluate.card import Reader
-    from culturalign.evaluate.generalisation import Administer, Wording
-
     asked: list[str] = []
 
     class Counting(Administer):
