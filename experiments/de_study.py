@@ -296,7 +296,8 @@ def plot(rows: list[dict[str, Any]], path: str, x: str = "evaluations") -> None:
         grid = sorted({e for c in runs for e, _ in c if e <= end})
         at = [[next(v for e, v in reversed(c) if e <= g) if c[0][0] <= g else c[0][1] for g in grid] for c in runs]
         mean = [statistics.fmean(col) for col in zip(*at)]
-        (line,) = ax.plot(grid, mean, label=f"{name} (mean of {len(runs)} seeds)")
+        label = f"{name} (mean of {len(runs)} seeds)" if len(runs) > 1 else f"{name} (one seed)"
+        (line,) = ax.plot(grid, mean, label=label)
         ax.fill_between(grid, [min(col) for col in zip(*at)], [max(col) for col in zip(*at)], color=line.get_color(), alpha=0.2)
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("evaluations (candidate prompts scored)" if x == "evaluations" else "seconds of search (GD: of training)")
