@@ -202,3 +202,50 @@ def test_grad_step_memory_benchmark_reports_each_phase_per_piece_size(tiny_model
     for r in results:
         assert r["forward"]["VmHWM"] > 0 and r["backward"]["VmHWM"] >= r["backward"]["VmRSS"] > 0 and r["kept"] > 0
     assert "| 5 | float32 | 3 |" in capsys.readouterr().out
+
+
+def test_finished_rows_leave_the_decoding_batch(tiny_backbone, monkeypatch):
+    """Rows that stop early are dropped from the batch, cache included, and the rest decode on.
+
+    The tiny random model writes the same token everywhere, so the next token is scripted: the real
+    forward runs on the real (compacted) cache, then its logits are replaced so that row r emits
+    r * 12 + step; made-up digit tables stop row r after r % 5 + 1 tokens.
+    """
+    import culturalign.bench.first_number as first_number
+    from culturalign.model.batching import pad_rows
+    from culturalign.model.prefix_cache import prefill_rows
+
+    bb, n_rows, width = tiny_backbone, 10, 12
+    vocab = bb.model.get_output_embeddings().weight.shape[0]
+    stop_after = [r % 5 + 1 for r in range(n_rows)]
+    closes = torch.zeros(vocab, dtype=torch.bool)
+    closes[[r * width + s - 1 for r, s in enumerate(stop_after)]] = True
+    tables = DigitTables(has_digit=closes.clone(), closes=closes, starts_other=torch.zeros(vocab, dtype=torch.bool))
+    real_step = first_number.decode_step
+
+    def one_hot(tokens: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(tokens, vocab).float()
+
+    def scripted_step(backbone, cache, tokens, mask):
+        logits, mask = real_step(backbone, cache, tokens, mask)  # the real forward on the compacted cache
+        assert logits.shape[0] == tokens.shape[0] == mask.shape[0]
+        return one_hot(tokens + 1), mask
+
+    monkeypatch.setattr(first_number, "decode_step", scripted_step)
+    texts = [f"question {r}: how much?" for r in range(n_rows)]
+    ids, mask = pad_rows([bb.tokenizer.encode(t) for t in texts], bb.tokenizer.pad_token_id)
+    fed: list[int] = []  # rows in each decoding forward
+    with torch.inference_mode():
+        cache, _, full_mask = prefill_rows(bb, None, ids, mask)
+        hook = bb.model.register_forward_pre_hook(lambda _m, _a, kw: fed.append(kw["input_ids"].shape[0]), with_kwargs=True)
+        try:
+            start = one_hot(torch.arange(n_rows) * width)
+            tokens, row_steps, steps = first_number.decode_to_first_number(bb, cache, start, full_mask, width, tables)
+        finally:
+            hook.remove()
+    assert row_steps.tolist() == stop_after and steps == max(stop_after)
+    for r, s in enumerate(stop_after):
+        assert tokens[r, :s].tolist() == [r * width + k for k in range(s)]  # each survivor kept its own row
+    # A row is fed once per step after its first and never after it stops; without compaction every
+    # row would be fed on every step: 10 x 4 = 40 rows, not 20.
+    assert fed == [sum(s > k for s in stop_after) for k in range(1, max(stop_after))] == [8, 6, 4, 2]

@@ -4,7 +4,8 @@
   Full rows `[V][pad][text]` (no prefix sharing: that is our addition, not the paper's), rows of
   several candidates in one left-padded batch under the same row budget as the default path
   (`answering.max_batch_rows`), KV cache, greedy decoding that stops each row at its first complete
-  number (`first_number`), which is all the paper's parse reads.
+  number (`first_number`), which is all the paper's parse reads, and drops finished rows from the
+  batch so the forwards shrink as rows stop.
 - paper_32_tokens: the earlier baseline, kept for comparison: one candidate's 24 rows per batch,
   greedy decoding of up to `max_new_tokens` (32), stopping only once every row has produced EOS.
 - paper_single: one item at a time (batch 1, no padding), stopping at the first number.
