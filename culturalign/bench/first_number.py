@@ -87,7 +87,7 @@ def decode_to_first_number(
         tokens[active, step] = nxt
         row_steps[active] += 1
         steps = step + 1
-        not_done = torch.zeros_like(in_number)
+        not_done = torch.zeros_like(in_number)  # every row still in the batch is decoding
         in_number, done = step_state(tables, nxt, in_number, not_done, nxt == eos if eos is not None else not_done)
         if step == max_new_tokens - 1 or bool(done.all()):
             break
