@@ -249,3 +249,18 @@ def test_finished_rows_leave_the_decoding_batch(tiny_backbone, monkeypatch):
     # A row is fed once per step after its first and never after it stops; without compaction every
     # row would be fed on every step: 10 x 4 = 40 rows, not 20.
     assert fed == [sum(s > k for s in stop_after) for k in range(1, max(stop_after))] == [8, 6, 4, 2]
+
+
+def test_survey_heap_benchmark_times_both_allocator_modes(tiny_model_dir, capsys):
+    """benchmarks/survey_heap.py (docs/optimizers.md, "Freed memory kept for reuse") on the tiny model: both
+    modes timed the same number of generations, their table and the ratio printed."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "survey_heap.py"
+    spec = importlib.util.spec_from_file_location("survey_heap", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--population", "2", "--generations", "2", "--rounds", "1"])
+    assert out["glibc defaults"]["generations"] == out["reused_heap"]["generations"] == 2
+    assert out["speedup"] > 0 and out["reused_heap"]["seconds"] > 0
+    assert "| reused_heap | 2 |" in capsys.readouterr().out

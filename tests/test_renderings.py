@@ -277,6 +277,50 @@ def test_release_free_heap_is_a_no_op_without_malloc_trim(monkeypatch):
     assert heap.release_free_heap() is False
 
 
+def _faults_of_a_64_mb_block() -> int:
+    """Minor page faults of allocating, touching and freeing one 64 MB tensor (above glibc's 32 MB mmap ceiling)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 * 1024 * 1024)
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_defaults_back():
+    """Outside, a large block is mapped and faulted in afresh every time; inside `reused_heap` the second one
+    reuses the first's pages; after it, the defaults are back (culturalign.model.heap)."""
+    from culturalign.model import heap
+
+    if heap._mallopt() is None:
+        pytest.skip("no glibc mallopt on this platform: reused_heap is a no-op")
+    _faults_of_a_64_mb_block()
+    outside = _faults_of_a_64_mb_block()
+    assert outside > 0  # glibc maps a block this large afresh: the kernel faults its pages in again
+    with heap.reused_heap() as changed:
+        assert changed is True
+        _faults_of_a_64_mb_block()  # the heap grows once
+        inside = _faults_of_a_64_mb_block()
+    assert inside * 4 < outside
+    _faults_of_a_64_mb_block()
+    assert _faults_of_a_64_mb_block() * 4 > outside  # back to mapping afresh
+
+
+def test_a_black_box_run_keeps_freed_memory_and_restores_the_allocator(tiny_model_dir, tmp_path, monkeypatch):
+    """A fit through the CLI runs inside `reused_heap`: mmap off and no trimming while it scores, defaults after."""
+    from culturalign.model import heap
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(heap, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    run(tiny_fit_argv(tiny_model_dir, tmp_path, "--optimizer", "RS", "--optimizer.popsize", "2", "--search.budget", "2", "--run.name", "h"))
+    assert calls == [
+        (heap.M_MMAP_MAX, 0),
+        (heap.M_TRIM_THRESHOLD, heap.KEEP_ALL),
+        (heap.M_MMAP_MAX, heap.DEFAULT_MMAP_MAX),
+        (heap.M_TRIM_THRESHOLD, heap.DEFAULT_TRIM_THRESHOLD),
+    ]
+
+
 def test_rows_padded_to_a_multiple_keep_their_tokens_at_the_right_end():
     from culturalign.model.batching import pad_rows
 

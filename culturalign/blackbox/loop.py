@@ -31,6 +31,7 @@ from culturalign.blackbox.space import Projection, Search
 from culturalign.checkpoint.format import CONFIG, load_last, save_last, save_prompt
 from culturalign.errors import CulturalignError
 from culturalign.fit.run import FitContext, format_table, result_summary
+from culturalign.model.heap import reused_heap
 from culturalign.plots import convergence, dimension_bars
 from culturalign.survey.fitness import FitnessResult, SurveyFitness
 from culturalign.survey.readings import draw_readings
@@ -236,6 +237,7 @@ def _time_left(search: Search, seconds: float) -> dict[str, str]:
     return {"left": f"{minutes}:{secs:02d}"}
 
 
+@reused_heap()  # every generation allocates the same activation blocks again: keep them (culturalign.model.heap)
 def run_blackbox(ctx: FitContext, optimizer: BlackBoxOptimizer, search: Search) -> dict[str, Any]:
     """Run (or resume) a black-box fit on ctx.fabric's ranks; returns the final summary written to meta.json."""
     from tqdm.auto import tqdm
