@@ -277,19 +277,24 @@ def test_release_free_heap_is_a_no_op_without_malloc_trim(monkeypatch):
     assert heap.release_free_heap() is False
 
 
-def _faults_of_a_64_mb_block() -> int:
-    """Minor page faults of allocating, touching and freeing one 64 MB tensor (above glibc's 32 MB mmap ceiling)."""
+def _faults_of(floats: int) -> int:
+    """Minor page faults of allocating, touching and freeing one float32 tensor of `floats` elements."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(16 * 1024 * 1024)
+    block = torch.ones(floats)
     del block
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def _faults_of_a_64_mb_block() -> int:
+    return _faults_of(16 * 1024 * 1024)  # above glibc's 32 MB mmap ceiling
+
+
 def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_defaults_back():
     """Outside, a large block is mapped and faulted in afresh every time; inside `reused_heap` the second one
-    reuses the first's pages; after it, the defaults are back (culturalign.model.heap)."""
+    reuses the first's pages; after it, blocks above glibc's mmap ceiling are mapped again and a 4 MB one comes
+    from the heap (not from a 128 KiB threshold's fresh mapping: culturalign.model.heap, AFTER_*)."""
     from culturalign.model import heap
 
     if heap._mallopt() is None:
@@ -304,6 +309,8 @@ def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_def
     assert inside * 4 < outside
     _faults_of_a_64_mb_block()
     assert _faults_of_a_64_mb_block() * 4 > outside  # back to mapping afresh
+    _faults_of(1024 * 1024)
+    assert _faults_of(1024 * 1024) < 256  # 4 MB (1,024 pages) reused from the heap, not mapped afresh
 
 
 def test_a_black_box_run_keeps_freed_memory_and_restores_the_allocator(tiny_model_dir, tmp_path, monkeypatch):
@@ -316,8 +323,9 @@ def test_a_black_box_run_keeps_freed_memory_and_restores_the_allocator(tiny_mode
     assert calls == [
         (heap.M_MMAP_MAX, 0),
         (heap.M_TRIM_THRESHOLD, heap.KEEP_ALL),
-        (heap.M_MMAP_MAX, heap.DEFAULT_MMAP_MAX),
-        (heap.M_TRIM_THRESHOLD, heap.DEFAULT_TRIM_THRESHOLD),
+        (heap.M_MMAP_MAX, heap.AFTER_MMAP_MAX),
+        (heap.M_MMAP_THRESHOLD, heap.AFTER_MMAP_THRESHOLD),
+        (heap.M_TRIM_THRESHOLD, heap.AFTER_TRIM_THRESHOLD),
     ]
 
 

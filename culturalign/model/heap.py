@@ -29,10 +29,14 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-# glibc's mallopt parameters and the defaults `reused_heap` puts back (malloc.h, mallopt(3)).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# glibc's mallopt parameters (malloc.h, mallopt(3)).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 KEEP_ALL = 2**31 - 1  # a trim threshold no heap top reaches: freed memory is never handed back on free
+# What `reused_heap` puts back. Setting any of these fixes glibc's otherwise adaptive mmap threshold for
+# good, so the values are the ones its adaptation reaches on a model's activations rather than its
+# start-up ones (128 KiB, which would map every block above it afresh for the rest of the process):
+# the threshold rises to the largest freed mapped block, at most 32 MiB, and the trim threshold to twice that.
+AFTER_MMAP_MAX, AFTER_MMAP_THRESHOLD, AFTER_TRIM_THRESHOLD = 65536, 32 * 2**20, 64 * 2**20
 
 
 @functools.cache
@@ -69,9 +73,10 @@ def release_free_heap() -> bool:
 def reused_heap() -> Iterator[bool]:
     """Inside: large blocks come from the heap (no mmap) and freed memory stays there for the next one.
 
-    Yields False where glibc's `mallopt` is missing (nothing changed). On exit glibc's defaults are put
-    back and the free pages returned (`malloc_trim(0)`), so the rest of the process (a GD fit, a test
-    suite, a notebook) runs as before; only glibc's dynamic mmap threshold stays fixed at its default.
+    Yields False where glibc's `mallopt` is missing (nothing changed). On exit mmap is back on, freed
+    memory is trimmed again and the free pages are returned (`malloc_trim(0)`), so the rest of the
+    process (a GD fit, a test suite, a notebook) holds no more than before; the thresholds it leaves
+    are those glibc's own adaptation reaches on such work (AFTER_* above).
     """
     opt = _mallopt()
     if opt is None or not (opt(M_MMAP_MAX, 0) and opt(M_TRIM_THRESHOLD, KEEP_ALL)):
@@ -80,6 +85,7 @@ def reused_heap() -> Iterator[bool]:
     try:
         yield True
     finally:
-        opt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        opt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        opt(M_MMAP_MAX, AFTER_MMAP_MAX)
+        opt(M_MMAP_THRESHOLD, AFTER_MMAP_THRESHOLD)
+        opt(M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
         release_free_heap()
