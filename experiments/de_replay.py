@@ -42,7 +42,8 @@ def replay(run_dir: Path, restart_after: int | None, restart_sigma: float) -> di
         if de.progress().get("restarts", 0) > before:
             restarts.append(g)
         best = min(best, float(losses.min()))
-        spread = float(np.stack([p.value for p in de._opt.population.values()]).std(0).mean())
+        members = [p.value for p in de._opt.population.values()]  # none right after a restart: not asked yet
+        spread = float(np.stack(members).std(0).mean()) if members else float("nan")
         rows.append({"generation": g, "best": best, "mean": float(losses.mean()), "spread": spread})
     return {"generations": rows, "restarts_after": restarts, "first_differing_generation": differs}
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     out = replay(args.run_dir, args.restart_after, args.restart_sigma)
     for r in out["generations"]:
-        print(f"gen {r['generation']:3d}  best {r['best']:7.2f}  mean {r['mean']:7.2f}  spread {r['spread']:5.2f}")
+        spread = "  new" if r["spread"] != r["spread"] else f"{r['spread']:5.2f}"  # NaN: a fresh population
+        print(f"gen {r['generation']:3d}  best {r['best']:7.2f}  mean {r['mean']:7.2f}  spread {spread}")
     print(f"restarts after generations: {out['restarts_after']}; first differing generation: {out['first_differing_generation']}")
     return out
 

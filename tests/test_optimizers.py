@@ -344,6 +344,20 @@ def test_de_replay_script_replays_a_run_offline(uninterrupted):
     assert out["first_differing_generation"] is None and out["restarts_after"] == []
 
 
+def test_de_replay_script_replays_a_run_with_restarts(tiny_model_dir, tmp_path):
+    """A run that restarted replays with its own restart_after: the same restarts, no differing generation, and
+    the generation right after a restart (a fresh population, not asked yet) has no spread rather than an error."""
+    import runpy
+
+    run(fit_args(tiny_model_dir, tmp_path, "r", "DE", 8, "false") + ["--optimizer.restart_after", "1"])
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    script = runpy.run_path(str(Path(__file__).parents[1] / "experiments" / "de_replay.py"))
+    out = script["main"]([str(tmp_path / "r"), "--restart-after", "1"])
+    assert len(out["restarts_after"]) == meta["restarts"] >= 1 and out["first_differing_generation"] is None
+    fresh = [r for r in out["generations"] if r["generation"] in out["restarts_after"]]
+    assert fresh and all(r["spread"] != r["spread"] for r in fresh)  # NaN: the new population is empty until asked
+
+
 def test_progress_bar_shows_search_time_left_under_max_time(tiny_model_dir, tmp_path, capsys):
     """When --search.max_time binds, the bar's ETA (from the evaluation budget) is wrong; a `left=m:ss` field is not."""
     run(
