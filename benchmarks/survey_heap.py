@@ -9,7 +9,7 @@ included), the modes alternating `--rounds` times so that both see the same mach
 per mode the median seconds, minor page faults and system CPU seconds a generation.
 docs/optimizers.md ("Freed memory kept for reuse") quotes:
 
-    python benchmarks/survey_heap.py --population 8 --generations 3 --rounds 2
+    python benchmarks/survey_heap.py --population 8 --generations 2 --rounds 2
 """
 
 from __future__ import annotations

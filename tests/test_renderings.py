@@ -329,6 +329,17 @@ def test_a_black_box_run_keeps_freed_memory_and_restores_the_allocator(tiny_mode
     ]
 
 
+def test_reused_heap_undoes_what_it_set_when_glibc_refuses_a_setting(monkeypatch):
+    from culturalign.model import heap
+
+    calls: list[tuple[int, int]] = []
+    refuse = (heap.M_TRIM_THRESHOLD, heap.KEEP_ALL)
+    monkeypatch.setattr(heap, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or int((param, value) != refuse))
+    with heap.reused_heap() as changed:
+        assert changed is False
+    assert calls[:2] == [(heap.M_MMAP_MAX, 0), refuse] and calls[2] == (heap.M_MMAP_MAX, heap.AFTER_MMAP_MAX)
+
+
 def test_rows_padded_to_a_multiple_keep_their_tokens_at_the_right_end():
     from culturalign.model.batching import pad_rows
 
