@@ -293,8 +293,9 @@ def _faults_of_a_64_mb_block() -> int:
 
 def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_defaults_back():
     """Outside, a large block is mapped and faulted in afresh every time; inside `reused_heap` the second one
-    reuses the first's pages; after it, blocks above glibc's mmap ceiling are mapped again and a 4 MB one comes
-    from the heap (not from a 128 KiB threshold's fresh mapping: culturalign.model.heap, AFTER_*)."""
+    reuses the first's pages; after it, blocks above glibc's mmap ceiling are mapped afresh again. (Where a
+    smaller block comes from afterwards depends on which malloc arena the thread holds by then, which a long
+    test process does not pin down: not asserted.)"""
     from culturalign.model import heap
 
     if heap._mallopt() is None:
@@ -309,8 +310,6 @@ def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_def
     assert inside * 4 < outside
     _faults_of_a_64_mb_block()
     assert _faults_of_a_64_mb_block() * 4 > outside  # back to mapping afresh
-    _faults_of(1024 * 1024)
-    assert _faults_of(1024 * 1024) < 256  # 4 MB (1,024 pages) reused from the heap, not mapped afresh
 
 
 def test_a_black_box_run_keeps_freed_memory_and_restores_the_allocator(tiny_model_dir, tmp_path, monkeypatch):
