@@ -293,9 +293,9 @@ def _faults_of_a_64_mb_block() -> int:
 
 def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_defaults_back():
     """Outside, a large block is mapped and faulted in afresh every time; inside `reused_heap` the second one
-    reuses the first's pages; after it, blocks above glibc's mmap ceiling are mapped afresh again. (Where a
-    smaller block comes from afterwards depends on which malloc arena the thread holds by then, which a long
-    test process does not pin down: not asserted.)"""
+    reuses the first's pages; after it, blocks above glibc's mmap ceiling are mapped afresh again. (Whether a
+    smaller block is reused afterwards depends on the heap state a long test process has reached, which it
+    does not pin down: one fresh-clone CI run saw a 4 MB block faulted in again. Not asserted.)"""
     from culturalign.model import heap
 
     if heap._mallopt() is None:
