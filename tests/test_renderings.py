@@ -277,18 +277,14 @@ def test_release_free_heap_is_a_no_op_without_malloc_trim(monkeypatch):
     assert heap.release_free_heap() is False
 
 
-def _faults_of(floats: int) -> int:
-    """Minor page faults of allocating, touching and freeing one float32 tensor of `floats` elements."""
+def _faults_of_a_64_mb_block() -> int:
+    """Minor page faults of allocating, touching and freeing one 64 MB float32 tensor (above glibc's 32 MB mmap ceiling)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.ones(floats)
+    block = torch.ones(16 * 1024 * 1024)
     del block
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-def _faults_of_a_64_mb_block() -> int:
-    return _faults_of(16 * 1024 * 1024)  # above glibc's 32 MB mmap ceiling
 
 
 def test_reused_heap_keeps_freed_blocks_for_the_next_generation_and_puts_the_defaults_back():
