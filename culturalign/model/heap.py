@@ -16,7 +16,10 @@ PyTorch's CPU tensors come from glibc malloc on Linux. Two opposite needs:
   removed 1.9 million page faults and 5.3 s of system CPU from each 8-candidate generation of the
   embedded model in float32 and made it 1.10x as fast (2-core AMD EPYC without bf16,
   benchmarks/survey_heap.py; docs/optimizers.md, "Freed memory kept for reuse"); `make run`'s peak
-  RSS stayed about the same, because the next generation needs the same blocks again.
+  RSS stayed about the same, because the next generation needs the same blocks again. The heap
+  may still grow for the first few blocks of a size: PyTorch asks for 64-byte-aligned memory and glibc
+  pads such a request, so a freed block fits the next identical one only once freed neighbours have
+  coalesced (a 64 MB block in a fresh process: 7-9 fresh blocks, then none; tests/test_renderings.py).
 
 Elsewhere (macOS, musl, Windows) there is no `malloc_trim` / `mallopt` and both are no-ops.
 """
