@@ -25,7 +25,7 @@ POSITIONAL_LISTS = {"evaluate": "--runs"}
 # List options that take space-separated values (`--survey.paraphrases 1 2`), as users type them.
 LIST_OPTIONS = ("--survey.paraphrases", "--survey.heldout", "--survey.validation")
 # Boolean options that may be given bare, like --json (`culturalign bench --quick`).
-BARE_FLAGS = ("--quick",)
+BARE_FLAGS = ("--quick", "--reused_heap")
 
 
 def commands() -> dict[str, Callable[..., Any]]:

@@ -9,6 +9,7 @@ What each number means is in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from culturalign.bench.survey_paths import measure
 from culturalign.bench.training import measure_training
 from culturalign.commands.common import ModelArgs, backbone_record
 from culturalign.errors import CulturalignError
+from culturalign.model.heap import reused_heap as reused_heap_context
 from culturalign.model.soft_prompt import init_prompt
 from culturalign.survey.definition import load_survey
 from culturalign.survey.fitness import Answering, SurveyFitness
@@ -49,6 +51,7 @@ def bench(
     gd_steps: int = 3,
     gemm_size: int | None = None,
     quick: bool = False,
+    reused_heap: bool = False,
     json_output: bool = False,
 ) -> dict[str, Any]:
     """Measure survey-fitness throughput (paper-style vs ours), FLOP utilisation, GD vs PEFT, peak memory.
@@ -67,6 +70,8 @@ def bench(
         gd_steps: Timed GD steps for ours and for PEFT each.
         gemm_size: n of the square n^3 reference GEMM (default 2048 on CPU, 8192 on GPU); the peak is measured at the model's shapes.
         quick: Tiny settings for tests (population 2, 1 repeat, 4 new tokens, one-at-a-time path on 4 items); numbers are not meaningful.
+        reused_heap: Time the survey paths (not GD) with freed memory kept for reuse, as `culturalign fit` scores
+            black-box candidates (culturalign.model.heap.reused_heap); default: glibc's own malloc behaviour.
         json_output: Print one JSON object instead of the table (also `--json`).
     """
     if quick:
@@ -94,8 +99,10 @@ def bench(
     gemm_repeats = max(3, repeats)  # the peak is a denominator: never from a single run
     progress(f"GEMM peak at {machine['dtype']}, {len(shapes)} shapes of the model (before the timed paths)")
     passes = [gemm_mod.measure_shapes(dev, backbone.dtype, shapes, gemm_repeats)]
-    paths = measure(fitness, prompts, repeats, paper_candidates, max_new_tokens, progress, work, single_rows=4 if quick else None)
-    readings = measure_readings(fitness, prompts, repeats, paths["default"]["candidates_per_s"], progress)
+    with reused_heap_context() if reused_heap else contextlib.nullcontext(False) as kept:
+        paths = measure(fitness, prompts, repeats, paper_candidates, max_new_tokens, progress, work, single_rows=4 if quick else None)
+        readings = measure_readings(fitness, prompts, repeats, paths["default"]["candidates_per_s"], progress)
+    allocator = "reused_heap" if kept else "reused_heap (a no-op here: no glibc mallopt)" if reused_heap else "glibc defaults"
     training = measure_training(backbone, survey, target.scores, fitness.constants, num_virtual_tokens, gd_batch_size, gd_steps, progress)
     progress("GEMM peak again (after the timed paths), and the square reference")
     passes.append(gemm_mod.measure_shapes(dev, backbone.dtype, shapes, gemm_repeats))
@@ -107,7 +114,7 @@ def bench(
         "command": "culturalign bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
         "machine": machine,
         "model": backbone_record(backbone),
-        "setup": _setup(fitness, work, paths, population, num_virtual_tokens, repeats, max_new_tokens, quick),
+        "setup": _setup(fitness, work, paths, population, num_virtual_tokens, repeats, max_new_tokens, quick) | {"allocator": allocator},
         "throughput": paths,
         "readings": readings,
         "ratios": ratios,
@@ -218,7 +225,8 @@ def format_report(r: dict[str, Any]) -> str:
     m, t = r["machine"], r["throughput"]
     lines = [
         f"model: {r['model']['model_id']} | {m['dtype']} on {m['device']} ({m.get('gpu') or m['cpu_model']}, "
-        f"{m['cpu_cores_logical']} cores, {m['torch_threads']} torch threads) | T={r['setup']['num_virtual_tokens']}",
+        f"{m['cpu_cores_logical']} cores, {m['torch_threads']} torch threads) | T={r['setup']['num_virtual_tokens']} | "
+        f"survey paths timed with {r['setup'].get('allocator', 'glibc defaults')}",
         "",
         "| survey path | candidates/s | s/candidate | tokens/candidate | default is |",
         "|---|---|---|---|---|",
