@@ -283,14 +283,22 @@ def test_finished_rows_leave_the_decoding_batch(tiny_backbone, monkeypatch):
 
 def test_survey_heap_benchmark_times_both_allocator_modes(tiny_model_dir, capsys):
     """benchmarks/survey_heap.py (docs/optimizers.md, "Freed memory kept for reuse") on the tiny model: both
-    modes timed the same number of generations, their table and the ratio printed."""
+    modes timed the same number of generations of both paths, the table and the ratios printed."""
     import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "survey_heap.py"
     spec = importlib.util.spec_from_file_location("survey_heap", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = module.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--population", "2", "--generations", "2", "--rounds", "1"])
-    assert out["glibc defaults"]["generations"] == out["reused_heap"]["generations"] == 2
-    assert out["speedup"] > 0 and out["reused_heap"]["seconds"] > 0
-    assert "| reused_heap | 2 |" in capsys.readouterr().out
+    argv = ["--model", str(tiny_model_dir), "--dtype", "float32", "--population", "2", "--generations", "2", "--rounds", "1"]
+    out = module.main([*argv, "--paths", "default", "paper_fair", "--max_new_tokens", "4"])
+    for path in ("default", "paper_fair"):
+        got = out["paths"][path]
+        assert got["glibc defaults"]["generations"] == got["reused_heap"]["generations"] == 2
+        assert got["speedup"] == pytest.approx(got["glibc defaults"]["seconds"] / got["reused_heap"]["seconds"])
+    fair, default = out["paths"]["paper_fair"], out["paths"]["default"]
+    assert out["default_over_paper_fair"]["reused_heap"] == pytest.approx(
+        fair["reused_heap"]["seconds"] / default["reused_heap"]["seconds"]
+    )
+    printed = capsys.readouterr().out
+    assert "| paper_fair | reused_heap | 2 |" in printed and "default over paper-style fair:" in printed
