@@ -99,8 +99,9 @@ def test_bench_table_output(tiny_model_dir, capsys):
     assert "paper-style fair" in text and "32 tokens (earlier baseline)" in text
 
 
-def test_bench_times_the_survey_paths_inside_reused_heap_when_asked(tiny_model_dir, capsys, monkeypatch):
-    """--reused_heap: the survey paths run with freed memory kept (as a black-box fit scores), GD's step outside."""
+def test_bench_times_the_survey_paths_inside_reused_heap_unless_told_not_to(tiny_model_dir, capsys, monkeypatch):
+    """By default the survey paths run with freed memory kept (as a black-box fit scores), GD's step outside;
+    `--reused_heap false` leaves glibc's behaviour alone."""
     from culturalign.commands import bench as bench_mod
     from culturalign.model import heap
 
@@ -117,20 +118,19 @@ def test_bench_times_the_survey_paths_inside_reused_heap_when_asked(tiny_model_d
 
     for name in ("measure", "measure_readings", "measure_training"):
         monkeypatch.setattr(bench_mod, name, spy(name, getattr(bench_mod, name)))
-    out = run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", "--quick", "--reused_heap", "--population", "1"])
+    out = run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", "--quick", "--population", "1"])  # the default
     assert seen == {"measure": 2, "measure_readings": 2, "measure_training": 5}  # 2 set on entry, 3 put back on exit
     assert out["setup"]["allocator"] == "reused_heap"
     assert "survey paths timed with reused_heap" in capsys.readouterr().out
     calls.clear()
-    assert (
-        run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", "--quick", "--population", "1", "--json"])["setup"]["allocator"]
-        == "glibc defaults"
-    )
+    off = ["--quick", "--population", "1", "--json", "--reused_heap", "false"]
+    assert run(["bench", "--model", str(tiny_model_dir), "--dtype", "float32", *off])["setup"]["allocator"] == "glibc defaults"
     assert calls == []
 
 
 def test_quick_is_a_bare_flag():
     assert expand_shorthands(["bench", "--quick", "--json"]) == ["bench", "--quick=true", "--json_output=true"]
+    assert expand_shorthands(["bench", "--reused_heap", "--quick"]) == ["bench", "--reused_heap=true", "--quick=true"]
     assert expand_shorthands(["bench", "--quick", "false"]) == ["bench", "--quick", "false"]
 
 

@@ -51,7 +51,7 @@ def bench(
     gd_steps: int = 3,
     gemm_size: int | None = None,
     quick: bool = False,
-    reused_heap: bool = False,
+    reused_heap: bool = True,
     json_output: bool = False,
 ) -> dict[str, Any]:
     """Measure survey-fitness throughput (paper-style vs ours), FLOP utilisation, GD vs PEFT, peak memory.
@@ -71,7 +71,8 @@ def bench(
         gemm_size: n of the square n^3 reference GEMM (default 2048 on CPU, 8192 on GPU); the peak is measured at the model's shapes.
         quick: Tiny settings for tests (population 2, 1 repeat, 4 new tokens, one-at-a-time path on 4 items); numbers are not meaningful.
         reused_heap: Time the survey paths (not GD) with freed memory kept for reuse, as `culturalign fit` scores
-            black-box candidates (culturalign.model.heap.reused_heap); default: glibc's own malloc behaviour.
+            black-box candidates (culturalign.model.heap.reused_heap). False: glibc's own malloc behaviour, under
+            which the decoding baselines spend much of their time faulting pages in (docs/benchmarks.md).
         json_output: Print one JSON object instead of the table (also `--json`).
     """
     if quick:
