@@ -139,6 +139,34 @@ def test_state_round_trip(optimizer, dim, tmp_path):
     assert a.recommend().shape == (dim,) and np.array_equal(a.recommend(), b.recommend())
 
 
+@pytest.mark.parametrize("initialization", ["LHS", "QR"])
+def test_de_stratified_initialization_is_stratified_and_resumes_exactly(initialization, tmp_path):
+    """`--optimizer.initialization LHS|QR` (nevergrad's samplers for DE's first population) is seeded by the
+    run like the rest: a replayed record continues identically. LHS puts each coordinate's first-population
+    draws in distinct quantile bins of N(0, sigma^2), one per member."""
+    from math import erf, sqrt
+
+    from culturalign.blackbox.de import DE
+
+    def fresh() -> DE:
+        opt = DE(popsize=5, initialization=initialization)
+        opt.setup(SearchSetup(dim=12, budget=60, sigma=0.5, seed=7))
+        return opt
+
+    a, record = fresh(), AskTellRecord()
+    first = _generation(a, record)
+    if initialization == "LHS":
+        cdf = np.vectorize(lambda x: 0.5 * (1 + erf(x / 0.5 / sqrt(2))))  # of N(0, 0.5^2)
+        bins = np.floor(cdf(first) * 5).astype(int)  # the quantile bin of each draw, per coordinate
+        assert all(sorted(bins[:, j]) == [0, 1, 2, 3, 4] for j in range(12)), bins
+    _generation(a, record)
+    b = fresh()
+    np.random.seed(12345)
+    record.replay(b, tmp_path)
+    for _ in range(3):
+        assert np.array_equal(_generation(a), _generation(b))
+
+
 @pytest.mark.parametrize("optimizer", BLACKBOX)
 def test_replay_into_another_setup_is_refused(optimizer, tmp_path):
     """Resuming with another seed (or settings, popsize, library version) refuses at the first differing ask."""
