@@ -57,7 +57,7 @@ def one_mode(args: argparse.Namespace) -> dict[str, Any]:
     prompts = torch.stack([init_prompt(bb, 10, "random", seed=s) for s in range(args.population)])
     scorers = {"default": lambda: fitness(prompts)}
     if "paper_fair" in args.paths:
-        tables = DigitTables.for_tokenizer(bb.tokenizer, bb.model.get_output_embeddings().weight.shape[0]).to(bb.device)
+        tables = DigitTables.for_backbone(bb)
         scorers["paper_fair"] = lambda: paper_fair_answers(fitness, prompts, args.max_new_tokens, tables)
     rows: dict[str, list[dict[str, float]]] = {}
     with reused_heap() if args.only == "reused_heap" else nullcontext():

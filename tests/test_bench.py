@@ -196,7 +196,7 @@ def test_stopping_at_the_first_number_keeps_the_parse(tiny_backbone):
 
     bb = tiny_backbone
     fit = SurveyFitness(bb, load_survey("vsm13"), {"PDI": 72, "IDV": 48, "MAS": 43, "UAI": 64, "LTO": 27, "IVR": 14})
-    tables = DigitTables.for_tokenizer(bb.tokenizer, bb.model.get_output_embeddings().weight.shape[0])
+    tables = DigitTables.for_backbone(bb)
     ids, mask = pad_rows(fit.rows, bb.tokenizer.pad_token_id)
     p = init_prompt(bb, 4, "random", seed=0).unsqueeze(0).expand(len(fit.rows), -1, -1)
     with torch.inference_mode():

@@ -47,6 +47,12 @@ class DigitTables:
         texts = [p[len(base) :] if p.startswith(base) else p for p in pairs]
         return cls.from_texts(texts + [""] * (vocab_size - known))
 
+    @classmethod
+    def for_backbone(cls, backbone: Backbone) -> "DigitTables":
+        """The tables for the model's logit rows (its output embeddings, padding included), on its device."""
+        vocab = backbone.model.get_output_embeddings().weight.shape[0]
+        return cls.for_tokenizer(backbone.tokenizer, vocab).to(backbone.device)
+
     def to(self, device: torch.device) -> "DigitTables":
         return DigitTables(self.has_digit.to(device), self.closes.to(device), self.starts_other.to(device))
 

@@ -251,7 +251,7 @@ def measure(
     `single_rows`: time the one-at-a-time path on the first rows only and scale to a candidate (--quick).
     """
     bb, N = fitness.backbone, prompts.shape[0]
-    tables = DigitTables.for_tokenizer(bb.tokenizer, bb.model.get_output_embeddings().weight.shape[0]).to(bb.device)
+    tables = DigitTables.for_backbone(bb)
     out: dict[str, Any] = {}
     out["default"], default_answers = _measure_default(fitness, prompts, repeats, work, progress)
     out["no_reuse"] = _measure_no_reuse(fitness, prompts, repeats, work, progress, default_answers)

@@ -227,7 +227,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"model: {r['model']['model_id']} | {m['dtype']} on {m['device']} ({m.get('gpu') or m['cpu_model']}, "
         f"{m['cpu_cores_logical']} cores, {m['torch_threads']} torch threads) | T={r['setup']['num_virtual_tokens']} | "
-        f"survey paths timed with {r['setup'].get('allocator', 'glibc defaults')}",
+        f"survey paths timed with {r['setup']['allocator']}",
         "",
         "| survey path | candidates/s | s/candidate | tokens/candidate | default is |",
         "|---|---|---|---|---|",
